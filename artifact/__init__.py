@@ -1,0 +1,14 @@
+"""The model artifact: the only contract between train/ and serve/.
+
+A trained model is one self-describing folder (what SageMaker tars into model.tar.gz and unpacks
+into /opt/ml/model for serving):
+
+    manifest.json       architecture, head, class names in index order, preprocessing,
+                        metrics, library versions          (artifact.manifest)
+    model.safetensors   the network's state_dict, no pickle (artifact.network rebuilds it)
+    model.onnx          the same network for ONNX Runtime, input "images" NCHW float32
+
+Preprocessing (decode, resize, crop, normalise) lives in artifact.preprocess so that training's
+evaluation and serving's inference compute exactly the same input tensor.
+This package needs numpy and Pillow only; artifact.network also needs torch and torchvision.
+"""
