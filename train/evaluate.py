@@ -1,0 +1,132 @@
+"""Evaluation: loss/accuracy for validation, and the full test report with its plots."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, normalizer, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 logits, labels) for every sample of the loader, in loader order, on the CPU."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for images, labels in loader:
+        with autocast():
+            logits = model(normalizer(images))
+        all_logits.append(logits.float().cpu())
+        all_labels.append(labels)
+    if not all_logits:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def loss_and_correct(logits: torch.Tensor, labels: torch.Tensor, criterion) -> list[float]:
+    """[summed loss, correct, count]: sums, so that ranks can add theirs up."""
+    if len(labels) == 0:
+        return [0.0, 0.0, 0.0]
+    loss = criterion(logits, labels).item() * len(labels)
+    correct = (logits.argmax(1) == labels).sum().item()
+    return [loss, float(correct), float(len(labels))]
+
+
+def test_report(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    files: list[str],
+    classes: list[str],
+    criterion,
+    out_dir: Path,
+) -> dict:
+    """Top-1/top-5, per-class accuracy, confusion matrix PNG and misclassified files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_classes = len(classes)
+    k = min(5, num_classes)
+    topk = logits.topk(k, dim=1).indices
+    predicted = topk[:, 0]
+    top1 = (predicted == labels).float().mean().item()
+    top5 = (topk == labels[:, None]).any(1).float().mean().item()
+    loss = criterion(logits, labels).item()
+
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (labels.numpy(), predicted.numpy()), 1)
+    per_class = {
+        name: {
+            "images": int(confusion[i].sum()),
+            "accuracy": float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None,
+        }
+        for i, name in enumerate(classes)
+    }
+    probabilities = logits.softmax(1)
+    with open(out_dir / "misclassified.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "true_label", "predicted_label", "predicted_probability"])
+        for i in (predicted != labels).nonzero().flatten().tolist():
+            writer.writerow(
+                [files[i], classes[labels[i]], classes[predicted[i]],
+                 f"{probabilities[i, predicted[i]].item():.4f}"]
+            )
+    plot_confusion(confusion, classes, out_dir / "confusion_matrix.png")
+    report = {
+        "test_loss": loss,
+        "test_top1": top1,
+        "test_top5": top5,
+        "top5_k": k,
+        "images": len(labels),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }
+    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(classes)
+    size = min(4 + 0.18 * n, 30)
+    fig, ax = plt.subplots(figsize=(size, size))
+    rows = confusion.sum(1, keepdims=True)
+    ax.imshow(confusion / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
+    if n <= 40:
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(n), classes, fontsize=8)
+        for i in range(n):
+            for j in range(n):
+                if confusion[i, j]:
+                    ax.text(j, i, confusion[i, j], ha="center", va="center", fontsize=7,
+                            color="white" if confusion[i, j] > rows[i, 0] / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (test, row-normalised)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, train vs valid (the seed's result.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for split in ("train", "valid"):
+        left.plot(epochs, [h[f"{split}_loss"] for h in history], marker="o", label=split)
+        right.plot(epochs, [h[f"{split}_acc"] for h in history], marker="o", label=split)
+    left.set(title="loss", xlabel="epoch")
+    right.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
+    left.legend()
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
