@@ -1,0 +1,70 @@
+"""Run the training image exactly as SageMaker runs a training job, on this machine.
+
+    python -m scripts.local_training_job --image byoc-train:latest --data demo_data \
+        --job-dir local_run/job --hp epochs=3 --hp weights=none
+
+Writes /opt/ml/input/config/{hyperparameters,resourceconfig,inputdataconfig}.json (hyperparameter
+values as strings, as SageMaker sends them), mounts each channel read-only at
+/opt/ml/input/data/<channel>, mounts job-dir as /opt/ml, and runs `docker run ... IMAGE train`
+with hostname algo-1. Afterwards job-dir holds model/, output/ (data/, failure or success) and
+checkpoints/, as S3 would.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CHANNELS = ("train", "valid", "test")
+
+
+def write_config(job_dir: Path, hyperparameters: dict, channels: list[str], hosts=("algo-1",)):
+    config = job_dir / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "hyperparameters.json").write_text(
+        json.dumps({k: str(v) for k, v in hyperparameters.items()}, indent=2)
+    )
+    (config / "resourceconfig.json").write_text(json.dumps({
+        "current_host": hosts[0], "hosts": list(hosts), "network_interface_name": "eth0",
+    }))
+    (config / "inputdataconfig.json").write_text(json.dumps({
+        name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
+               "RecordWrapperType": "None"} for name in channels
+    }))
+    for sub in ("model", "output/data", "checkpoints"):
+        (job_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def docker_command(image: str, job_dir: Path, data: Path, name: str | None = None,
+                   detach: bool = False) -> list[str]:
+    channels = [c for c in CHANNELS if (data / c).is_dir()]
+    cmd = ["docker", "run", "--hostname", "algo-1", "--shm-size", "1g"]
+    cmd += ["-d"] if detach else ["--rm"]
+    if name:
+        cmd += ["--name", name]
+    cmd += ["-v", f"{job_dir.resolve()}:/opt/ml"]
+    for channel in channels:
+        cmd += ["-v", f"{(data / channel).resolve()}:/opt/ml/input/data/{channel}:ro"]
+    return cmd + [image, "train"]
+
+
+def prepare_job(job_dir: Path, data: Path, hyperparameters: dict) -> None:
+    write_config(job_dir, hyperparameters, [c for c in CHANNELS if (data / c).is_dir()])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--image", default="byoc-train:latest")
+    parser.add_argument("--data", required=True, type=Path, help="folder with train/ valid/ [test/]")
+    parser.add_argument("--job-dir", required=True, type=Path, help="becomes /opt/ml")
+    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args()
+    hyperparameters = dict(item.split("=", 1) for item in args.hp)
+    prepare_job(args.job_dir, args.data, hyperparameters)
+    return subprocess.call(docker_command(args.image, args.job_dir, args.data))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Shared fixtures: generated data sets and tiny training settings."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.make_demo_data import generate  # noqa: E402
+
+# Hyperparameters that train in seconds on a CPU: the pipeline, not the accuracy, is under test.
+TINY = {
+    "architecture": "resnet18", "weights": "none", "finetune_blocks": "-1", "image_size": "32",
+    "epochs": "2", "batch_size": "16", "hidden_units": "[16]", "lr": "0.003",
+    "num_workers": "0", "log_every_steps": "1",
+}
+
+
+def tiny_args(**overrides) -> list[str]:
+    values = {**TINY, **{k: str(v) for k, v in overrides.items()}}
+    return [arg for k, v in values.items() for arg in (f"--{k}", v)]
+
+
+@pytest.fixture(scope="session")
+def small_data_master(tmp_path_factory) -> Path:
+    return generate(tmp_path_factory.mktemp("small") / "data", {"train": 8, "valid": 3, "test": 3})
+
+
+@pytest.fixture
+def small_data(small_data_master, tmp_path) -> Path:
+    """A private copy of the small data set, free to damage."""
+    return Path(shutil.copytree(small_data_master, tmp_path / "data"))

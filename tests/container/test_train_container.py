@@ -1,0 +1,86 @@
+"""The training image, run exactly as SageMaker runs it: /opt/ml mounted, hostname algo-1, `train`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+
+from artifact.manifest import read_manifest
+from scripts.local_training_job import docker_command, prepare_job
+from tests.conftest import ROOT, TINY
+from train.metrics import parse_metrics
+
+DEMO_HYPERPARAMETERS = json.loads((ROOT / "scripts" / "demo_hyperparameters.json").read_text())
+
+
+def test_trains_the_demo_data_to_95_percent(train_image, demo_data, tmp_path):
+    job = tmp_path / "job"
+    prepare_job(job, demo_data, DEMO_HYPERPARAMETERS)
+    result = subprocess.run(docker_command(train_image, job, demo_data), capture_output=True,
+                            text=True, timeout=1200)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    assert (job / "output" / "success").exists() and not (job / "output" / "failure").exists()
+    metrics = parse_metrics(log)
+    assert len(metrics["valid:accuracy"]) == int(DEMO_HYPERPARAMETERS["epochs"])
+    assert metrics["test:top1"][0] >= 0.95, log[-3000:]
+    manifest = read_manifest(job / "model")
+    assert manifest.name == "demo-shapes" and manifest.onnx_max_abs_diff < 1e-3
+    assert {p.name for p in (job / "model").iterdir()} == {"manifest.json", "model.safetensors", "model.onnx"}
+    for name in ("evaluation.json", "confusion_matrix.png", "misclassified.csv", "data_report.json"):
+        assert (job / "output" / "data" / name).is_file()
+
+
+def test_missing_channel_fails_with_the_reason_in_the_failure_file(train_image, tmp_path):
+    """Also runs the image with no command, as SDK v3 does: CMD must be `train`."""
+    job = tmp_path / "job"
+    prepare_job(job, tmp_path / "no-data", TINY)
+    cmd = docker_command(train_image, job, tmp_path / "no-data")[:-1]  # drop "train"
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1
+    failure = (job / "output" / "failure").read_text()
+    assert failure.startswith("no 'train' channel")
+    assert "estimator.fit(" in failure and "Traceback" in failure
+
+
+def test_bad_hyperparameter_fails_listing_the_valid_ones(train_image, demo_data, tmp_path):
+    job = tmp_path / "job"
+    prepare_job(job, demo_data, {**TINY, "batch_size": "large"})
+    result = subprocess.run(docker_command(train_image, job, demo_data), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 1
+    failure = (job / "output" / "failure").read_text()
+    assert "batch_size='large': expected an integer" in failure and "Valid hyperparameters" in failure
+
+
+def test_docker_stop_checkpoints_and_a_rerun_resumes(train_image, demo_data, tmp_path):
+    """SageMaker stops a job (spot interruption) like `docker stop`: SIGTERM to PID 1."""
+    job, name = tmp_path / "job", f"byoc-test-{uuid.uuid4().hex[:8]}"
+    hyperparameters = {**TINY, "epochs": "4", "batch_size": "8"}
+    prepare_job(job, demo_data, hyperparameters)
+    subprocess.run(docker_command(train_image, job, demo_data, name=name, detach=True), check=True,
+                   capture_output=True)
+    try:
+        deadline = time.time() + 300
+        while "epoch 2 step 5/" not in subprocess.run(["docker", "logs", name], capture_output=True,
+                                                      text=True).stdout:
+            assert time.time() < deadline, "training never reached epoch 2"
+            time.sleep(0.5)
+        subprocess.run(["docker", "stop", "-t", "120", name], check=True, capture_output=True)
+        state = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", name],
+                               capture_output=True, text=True).stdout.strip()
+        first_log = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    assert state == "1", first_log[-3000:]
+    assert "stopped by SIGTERM" in (job / "output" / "failure").read_text()
+    assert (job / "checkpoints" / "checkpoint.pt").is_file()
+
+    second = subprocess.run(docker_command(train_image, job, demo_data), capture_output=True,
+                            text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "resumed from /opt/ml/checkpoints at epoch 2" in second.stdout
+    assert not (job / "output" / "failure").exists()
+    history = json.loads((job / "output" / "data" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]

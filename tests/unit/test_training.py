@@ -1,0 +1,146 @@
+"""train.train end to end on the host, as a subprocess (exit codes, files and log as SageMaker sees them)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from artifact.manifest import read_manifest
+from artifact.network import load_trained
+from artifact.preprocess import eval_input
+from tests.conftest import ROOT, tiny_args
+from train.metrics import parse_metrics
+
+
+def train_cmd(data, out, *extra, **overrides):
+    return [sys.executable, "-m", "train.train", "--data-dir", str(data), "--output-root", str(out),
+            "--cache-dir", str(out / "cache"), *tiny_args(**overrides), *extra]
+
+
+def run_training(data, out, *extra, **overrides):
+    return subprocess.run(train_cmd(data, out, *extra, **overrides), cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_training_writes_a_complete_artifact(small_data, tmp_path):
+    out = tmp_path / "run"
+    result = run_training(small_data, out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = parse_metrics(result.stdout)
+    assert len(metrics["train:loss"]) == len(metrics["valid:accuracy"]) == 2
+    assert len(metrics["test:top1"]) == 1 and 0 <= metrics["test:top5"][0] <= 1
+
+    model_dir = out / "model"
+    manifest = read_manifest(model_dir)
+    assert manifest.classes == sorted(p.name for p in (small_data / "train").iterdir())
+    assert manifest.architecture == "resnet18" and manifest.hidden_units == [16]
+    assert manifest.preprocessing.image_size == 32 and manifest.versions["torch"] == torch.__version__
+    assert manifest.onnx_max_abs_diff < 1e-3
+    assert manifest.metrics["test_top1"] == pytest.approx(metrics["test:top1"][0], abs=1e-4)
+
+    # The folder alone is enough: rebuild from the manifest, and agree with ONNX Runtime.
+    model = load_trained(model_dir, manifest)
+    image = next((small_data / "test").rglob("*.png"))
+    x = eval_input(image.read_bytes(), manifest.preprocessing)[None]
+    with torch.no_grad():
+        torch_logits = model(torch.from_numpy(x)).numpy()
+    session = onnxruntime.InferenceSession(str(model_dir / "model.onnx"))
+    onnx_logits = session.run(None, {"images": np.concatenate([x, x])})[0]
+    np.testing.assert_allclose(onnx_logits[1:], torch_logits, atol=1e-4)
+
+    data_dir = out / "output" / "data"
+    for name in ("evaluation.json", "confusion_matrix.png", "misclassified.csv",
+                 "training_curves.png", "history.json", "data_report.json"):
+        assert (data_dir / name).is_file(), name
+    evaluation = json.loads((data_dir / "evaluation.json").read_text())
+    assert evaluation["images"] == 18 and len(evaluation["per_class"]) == 6
+    assert not (out / "output" / "failure").exists()
+
+
+def test_a_corrupt_image_is_skipped_and_reported(small_data, tmp_path):
+    (small_data / "train" / "003.Blue_triangle" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"x" * 100)
+    result = run_training(small_data, tmp_path / "run", epochs=1)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "run" / "output" / "data" / "data_report.json").read_text())
+    assert [s["file"].endswith("broken.jpg") for s in report["train"]["skipped"]] == [True]
+    assert report["train"]["images"] == 48
+
+
+@pytest.mark.parametrize("damage,expected", [
+    (lambda d: os.rename(d / "valid", d / "elsewhere"), "no validation channel"),
+    (lambda d: os.rename(d / "test" / "001.Red_disc", d / "test" / "001.Red_dot"), "class folders differ"),
+])
+def test_bad_data_fails_with_a_reason_in_the_failure_file(small_data, tmp_path, damage, expected):
+    damage(small_data)
+    result = run_training(small_data, tmp_path / "run")
+    assert result.returncode == 1
+    failure = (tmp_path / "run" / "output" / "failure").read_text()
+    first_line = failure.splitlines()[0]
+    assert expected in first_line
+    assert "Traceback" in failure
+
+
+def test_bad_hyperparameter_fails_listing_the_valid_ones(small_data, tmp_path):
+    result = run_training(small_data, tmp_path / "run", "--learning-rate", "0.1")
+    assert result.returncode == 1
+    failure = (tmp_path / "run" / "output" / "failure").read_text()
+    assert "unknown hyperparameter 'learning-rate'" in failure and "lr: float" in failure
+
+
+def test_nan_loss_fails_with_advice(small_data, tmp_path):
+    result = run_training(small_data, tmp_path / "run", lr=1e30, epochs=3)
+    assert result.returncode == 1
+    assert "lower lr" in (tmp_path / "run" / "output" / "failure").read_text()
+
+
+def wait_for(process, text, timeout=300):
+    """Read the process's output until a line contains text; return everything read."""
+    seen, deadline = [], time.time() + timeout
+    for line in process.stdout:
+        seen.append(line)
+        if text in line or time.time() > deadline:
+            break
+    return "".join(seen)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_run_resumes_without_repeating_an_epoch(small_data, tmp_path, sig):
+    """Spot interruption: SIGTERM checkpoints mid-epoch; SIGKILL falls back to the last epoch's."""
+    out = tmp_path / "run"
+    cmd = train_cmd(small_data, out, epochs=5, batch_size=4)
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    before = wait_for(first, "epoch 2 step 3/")
+    first.send_signal(sig)
+    before += first.communicate(timeout=300)[0]
+    assert (out / "checkpoints" / "checkpoint.pt").is_file()
+    if sig == signal.SIGTERM:
+        assert first.returncode == 143, before
+        assert "stopped by SIGTERM" in (out / "output" / "failure").read_text()
+    assert "#metrics epoch=5" not in before
+
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resumed from" in second.stdout
+    history = json.loads((out / "output" / "data" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    epochs_logged = [int(line.split("epoch=")[1].split()[0])
+                     for line in (before + second.stdout).splitlines() if "#metrics epoch=" in line]
+    assert sorted(epochs_logged) == [1, 2, 3, 4, 5]  # each epoch finished exactly once
+
+
+def test_two_process_distributed_training(small_data, tmp_path):
+    """DistributedDataParallel with gloo on 2 CPU processes, end to end; only rank 0 writes."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29517", *train_cmd(small_data, out)[1:]]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("#metrics epoch=2") == 1  # only rank 0 logs metrics
+    assert read_manifest(out / "model").onnx_max_abs_diff < 1e-3
+    assert len(parse_metrics(result.stdout)["test:top1"]) == 1
