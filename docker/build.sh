@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Build the project's images locally.
+#   docker/build.sh [train] [serve] ...     (default: all)
+# Environment:
+#   BASE_IMAGE        base of every image (default python:3.11-slim)
+#   EXTRA_CA_BUNDLE   a CA file to trust during builds and in the images (TLS-intercepting proxy)
+#   TORCH_INDEX_URL   a wheel index for torch/torchvision (e.g. https://download.pytorch.org/whl/cpu)
+#   IMAGE_PREFIX      image names are ${IMAGE_PREFIX}-<target> (default byoc)
+#   TAG               (default latest)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(train)
+prefix="${IMAGE_PREFIX:-byoc}"
+tag="${TAG:-latest}"
+
+command -v docker >/dev/null || { echo "docker is not installed" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "cannot reach the Docker daemon: is it running, and may you use it?" >&2; exit 1; }
+
+ca_copy=docker/extra-ca/extra-ca.crt
+if [ -n "${EXTRA_CA_BUNDLE:-}" ]; then
+  [ -f "$EXTRA_CA_BUNDLE" ] || { echo "EXTRA_CA_BUNDLE=$EXTRA_CA_BUNDLE is not a file" >&2; exit 1; }
+  cp "$EXTRA_CA_BUNDLE" "$ca_copy"
+  trap 'rm -f "$ca_copy"' EXIT
+fi
+
+for target in "${targets[@]}"; do
+  dockerfile="docker/${target}.Dockerfile"
+  [ -f "$dockerfile" ] || { echo "unknown target $target (no $dockerfile)" >&2; exit 1; }
+  image="${prefix}-${target}:${tag}"
+  echo "building $image from $dockerfile"
+  # --network host: pip inside the build uses the host's network path (proxies, VPNs).
+  docker build --network host -f "$dockerfile" -t "$image" \
+    --build-arg BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim}" \
+    --build-arg TORCH_INDEX_URL="${TORCH_INDEX_URL:-}" \
+    .
+done

@@ -1,0 +1,44 @@
+# The training image: SageMaker runs `docker run IMAGE train` (see train/launcher.py).
+#   docker/build.sh train        (BASE_IMAGE, EXTRA_CA_BUNDLE and TORCH_INDEX_URL are honoured)
+ARG BASE_IMAGE=python:3.11-slim
+
+# Stage 1: build the wheels that need a compiler (sagemaker-training has a C extension), so the
+# final image carries no compiler.
+FROM ${BASE_IMAGE} AS wheels
+COPY docker/extra-ca/ /usr/local/share/ca-certificates/extra/
+RUN update-ca-certificates >/dev/null \
+ && apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/venv \
+ && export PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_NO_CACHE_DIR=1 \
+ && /opt/venv/bin/pip install --upgrade pip setuptools wheel \
+ && /opt/venv/bin/pip wheel --no-deps -w /wheels sagemaker-training==5.1.4
+
+# Stage 2: the image.
+FROM ${BASE_IMAGE}
+ARG TORCH_INDEX_URL=
+LABEL org.opencontainers.image.title="byoc image classifier: training"
+# An extra CA (corporate proxy) stays trusted at run time too, e.g. for downloading weights.
+COPY docker/extra-ca/ /usr/local/share/ca-certificates/extra/
+RUN update-ca-certificates >/dev/null
+COPY requirements/train.txt /tmp/requirements.txt
+COPY --from=wheels /wheels /tmp/wheels
+RUN python3 -m venv /opt/venv \
+ && export PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_NO_CACHE_DIR=1 \
+ && /opt/venv/bin/pip install --upgrade pip \
+ && if [ -n "$TORCH_INDEX_URL" ]; then \
+      /opt/venv/bin/pip install --index-url "$TORCH_INDEX_URL" \
+        $(grep -E '^(torch|torchvision)==' /tmp/requirements.txt); fi \
+ && /opt/venv/bin/pip install /tmp/wheels/*.whl -r /tmp/requirements.txt \
+ && rm -rf /tmp/wheels /tmp/requirements.txt
+
+# /opt/ml is SageMaker's during training: the code lives elsewhere.
+COPY artifact /opt/program/artifact
+COPY train /opt/program/train
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/program \
+    PYTHONUNBUFFERED=1 \
+    SAGEMAKER_TRAINING_MODULE=train.launcher:main
+WORKDIR /opt/program
+# No ENTRYPOINT: SageMaker passes `train` as the command (SDK v2); SDK v3 passes none.
+CMD ["train"]
