@@ -82,7 +82,7 @@ def decode_resized(
     target = resized_size(rgb.width, rgb.height, shorter_side)  # EXIF may have swapped sides
     if rgb.size != target:
         rgb = rgb.resize(target, _RESAMPLING[interpolation])
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.array(rgb, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
 
 
 def center_crop(array: np.ndarray, size: int) -> np.ndarray:

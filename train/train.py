@@ -167,21 +167,8 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
              "best_epoch": 0, "best_model": None}
     saved = checkpoint.load(paths.checkpoint_dir)
     if saved is not None:
-        if saved["classes"] != classes or saved["architecture"] != config.architecture:
-            raise ConfigError(
-                f"the checkpoint in {paths.checkpoint_dir} belongs to another model "
-                f"({saved['architecture']}, {len(saved['classes'])} classes); delete it or use "
-                "another checkpoint location"
-            )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        state.update(saved["state"])
-        if state["consumed"]:
-            checkpoint.set_rng_state(saved["rng"])
-        log.info("resumed from %s at epoch %d (+%d images)", paths.checkpoint_dir,
-                 state["epoch"] + 1, state["consumed"])
+        restore(saved, paths.checkpoint_dir, classes, config, state,
+                model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
 
     def save_state():
         if ctx.is_main:
@@ -231,27 +218,54 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
         return {}
     model.load_state_dict(state["best_model"])
     log.info("best valid accuracy %.4f at epoch %d", state["best_acc"], state["best_epoch"])
-    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
-    (paths.output_data_dir / "data_report.json").write_text(json.dumps(data_report, indent=2, default=str))
-    (paths.output_data_dir / "history.json").write_text(json.dumps(state["history"], indent=2))
-    plot_history(state["history"], paths.output_data_dir / "training_curves.png")
-
-    metrics = {"best_valid_acc": state["best_acc"], "best_epoch": state["best_epoch"],
-               "epochs_run": len(state["history"])}
-    sample_loader = valid_loader
+    test_loader = None
     if "test" in splits:
         test_loader = loader("test", eval_transform(config.image_size), False, False, 0, 1)
-        logits, labels = predict(model, test_loader, normalizer, autocast)
+    metrics = write_outputs(model, state, splits, data_report, test_loader or valid_loader,
+                            "test" in splits, normalizer, autocast, preprocessing, paths, config)
+    return metrics
+
+
+def restore(saved: dict, where: Path, classes: list[str], config: TrainConfig, state: dict,
+            **stateful) -> None:
+    """Load a checkpoint into the training state and each stateful object (model, optimizer...)."""
+    if saved["classes"] != classes or saved["architecture"] != config.architecture:
+        raise ConfigError(
+            f"the checkpoint in {where} belongs to another model ({saved['architecture']}, "
+            f"{len(saved['classes'])} classes); delete it or use another checkpoint location"
+        )
+    for name, obj in stateful.items():
+        obj.load_state_dict(saved[name])
+    state.update(saved["state"])
+    if state["consumed"]:  # mid-epoch: continue the random streams where they stopped
+        checkpoint.set_rng_state(saved["rng"])
+    log.info("resumed from %s at epoch %d (+%d images)", where, state["epoch"] + 1,
+             state["consumed"])
+
+
+def write_outputs(model, state, splits, data_report, eval_loader, has_test, normalizer, autocast,
+                  preprocessing: Preprocessing, paths: Paths, config: TrainConfig) -> dict:
+    """Reports and plots in output/data, the test evaluation, and the model artifact."""
+    out = paths.output_data_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data_report.json").write_text(json.dumps(data_report, indent=2, default=str))
+    (out / "history.json").write_text(json.dumps(state["history"], indent=2))
+    plot_history(state["history"], out / "training_curves.png")
+    classes = splits["train"].classes
+    metrics = {"best_valid_acc": state["best_acc"], "best_epoch": state["best_epoch"],
+               "epochs_run": len(state["history"])}
+    if has_test:
+        logits, labels = predict(model, eval_loader, normalizer, autocast)
         files = [str(p) for p, _ in splits["test"].samples]
-        report = test_report(logits, labels, files, classes, eval_criterion, paths.output_data_dir)
+        report = test_report(logits, labels, files, classes, nn.CrossEntropyLoss(), out)
         log.info(format_metrics(test_loss=report["test_loss"], test_top1=report["test_top1"],
                                 test_top5=report["test_top5"]))
         metrics.update({k: report[k] for k in ("test_loss", "test_top1", "test_top5")})
-        sample_loader = test_loader
     sample = None
-    if config.export_onnx:
-        images, _ = next(iter(sample_loader))
-        sample = Normalizer(preprocessing.mean, preprocessing.std, torch.device("cpu"), False)(images[:4])
+    if config.export_onnx:  # real eval images to check the ONNX export on
+        images, _ = next(iter(eval_loader))
+        cpu = Normalizer(preprocessing.mean, preprocessing.std, torch.device("cpu"), False)
+        sample = cpu(images[:4])
     manifest = Manifest(
         architecture=config.architecture, classes=classes, hidden_units=config.hidden_units,
         dropout=config.dropout, preprocessing=preprocessing, name=config.model_name,
