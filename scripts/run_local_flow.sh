@@ -24,6 +24,6 @@ while IFS= read -r kv; do hp_args+=(--hp "$kv"); done < <(
   "$python" -c 'import json; [print(f"{k}={v}") for k, v in json.load(open("scripts/demo_hyperparameters.json")).items()]')
 started=$(date +%s)
 "$python" -m scripts.local_training_job --image byoc-train:latest --data demo_data \
-  --job-dir "$work/job" "${hp_args[@]}" | tee "$work/train.log" | grep -E "#metrics|FAILURE|ERROR" || true
+  --job-dir "$work/job" "${hp_args[@]}" 2>&1 | tee "$work/train.log" | grep -E "#metrics|FAILURE|ERROR" || true
 [ -f "$work/job/output/success" ] || { echo "training failed:"; cat "$work/job/output/failure"; exit 1; }
 echo "trained in $(( $(date +%s) - started )) s; model artifact in $work/job/model, report in $work/job/output/data"
