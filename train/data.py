@@ -158,15 +158,17 @@ class CachedImages(torch.utils.data.Dataset):
     """(uint8 CHW tensor, label) pairs read from the decode cache, then transformed."""
 
     def __init__(self, split: Split, cache: DecodeCache, transform):
-        self.samples, self.cache, self.transform = split.samples, cache, transform
+        # Cache paths once: hashing and stat-ing the source on every access would tax each step.
+        self.files = [cache.path_for(path) for path, _ in split.samples]
+        self.labels = [label for _, label in split.samples]
+        self.transform = transform
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.files)
 
     def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        image = torch.from_numpy(self.cache.load(path)).permute(2, 0, 1)
-        return self.transform(image), label
+        image = torch.from_numpy(np.load(self.files[index])).permute(2, 0, 1)
+        return self.transform(image), self.labels[index]
 
 
 class ShardedSampler(torch.utils.data.Sampler[int]):

@@ -121,7 +121,9 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
     if ctx.local_rank != 0:
         data_report = prepare(splits, cache, workers=1)
 
-    def loader(split, transform, shuffle, equal_shards, rank, world):
+    def loader(split, transform, *, shuffle, rank=0, world=1):
+        # Training shards must be equal (DDP steps in lockstep); evaluation keeps every image.
+        equal_shards = shuffle
         dataset = CachedImages(splits[split], cache, transform)
         sampler = ShardedSampler(len(dataset), rank, world, shuffle, config.seed, equal_shards)
         drop_last = shuffle and len(sampler) > config.batch_size  # no 1-image BatchNorm batches
@@ -131,10 +133,10 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
             persistent_workers=workers > 0,
         )
 
-    train_loader = loader("train", train_transform(config.image_size), True, True,
-                          ctx.rank, ctx.world_size)
-    valid_loader = loader("valid", eval_transform(config.image_size), False, False,
-                          ctx.rank, ctx.world_size)
+    train_loader = loader("train", train_transform(config.image_size), shuffle=True,
+                          rank=ctx.rank, world=ctx.world_size)
+    valid_loader = loader("valid", eval_transform(config.image_size), shuffle=False,
+                          rank=ctx.rank, world=ctx.world_size)
 
     preprocessing = Preprocessing(image_size=config.image_size, resize_size=config.resize_size,
                                   interpolation=config.interpolation)
@@ -220,7 +222,7 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
     log.info("best valid accuracy %.4f at epoch %d", state["best_acc"], state["best_epoch"])
     test_loader = None
     if "test" in splits:
-        test_loader = loader("test", eval_transform(config.image_size), False, False, 0, 1)
+        test_loader = loader("test", eval_transform(config.image_size), shuffle=False)
     metrics = write_outputs(model, state, splits, data_report, test_loader or valid_loader,
                             "test" in splits, normalizer, autocast, preprocessing, paths, config)
     return metrics
