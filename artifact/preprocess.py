@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import BinaryIO
 
 import numpy as np
@@ -68,7 +69,14 @@ def decode_resized(
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
-    with Image.open(source, formats=IMAGE_FORMATS) as image:
+    try:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # the limit is ours, checked below: no warning in the log
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source, formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as e:  # Pillow's own limit, far above any photo
+        raise ImageTooLarge(str(e)) from None
+    with image:
         width, height = image.size
         if max_pixels is not None and width * height > max_pixels:
             raise ImageTooLarge(

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Build the project's images locally.
-#   docker/build.sh [train] [serve] ...     (default: all)
+#   docker/build.sh [train] [serve] [serve-gpu]     (default: train serve)
+#     train       docker/train.Dockerfile
+#     serve       docker/serve.Dockerfile, stage cpu (ONNX Runtime, no torch)
+#     serve-gpu   docker/serve.Dockerfile, stage gpu (PyTorch on CUDA)
 # Environment:
 #   BASE_IMAGE        base of every image (default python:3.11-slim)
 #   EXTRA_CA_BUNDLE   a CA file to trust during builds and in the images (TLS-intercepting proxy)
@@ -11,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(train)
+[ ${#targets[@]} -gt 0 ] || targets=(train serve)
 prefix="${IMAGE_PREFIX:-byoc}"
 tag="${TAG:-latest}"
 
@@ -26,12 +29,16 @@ if [ -n "${EXTRA_CA_BUNDLE:-}" ]; then
 fi
 
 for target in "${targets[@]}"; do
-  dockerfile="docker/${target}.Dockerfile"
-  [ -f "$dockerfile" ] || { echo "unknown target $target (no $dockerfile)" >&2; exit 1; }
+  case "$target" in
+    train) dockerfile=docker/train.Dockerfile; stage=() ;;
+    serve) dockerfile=docker/serve.Dockerfile; stage=(--target cpu) ;;
+    serve-gpu) dockerfile=docker/serve.Dockerfile; stage=(--target gpu) ;;
+    *) echo "unknown target $target: choose train, serve or serve-gpu" >&2; exit 1 ;;
+  esac
   image="${prefix}-${target}:${tag}"
-  echo "building $image from $dockerfile"
+  echo "building $image from $dockerfile ${stage[*]}"
   # --network host: pip inside the build uses the host's network path (proxies, VPNs).
-  docker build --network host -f "$dockerfile" -t "$image" \
+  docker build --network host -f "$dockerfile" "${stage[@]}" -t "$image" \
     --build-arg BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim}" \
     --build-arg TORCH_INDEX_URL="${TORCH_INDEX_URL:-}" \
     .

@@ -9,10 +9,11 @@ COPY docker/extra-ca/ /usr/local/share/ca-certificates/extra/
 RUN update-ca-certificates >/dev/null \
  && apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
+COPY requirements/constraints.txt /tmp/constraints.txt
 RUN python3 -m venv /opt/venv \
  && export PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_NO_CACHE_DIR=1 \
  && /opt/venv/bin/pip install --upgrade pip setuptools wheel \
- && /opt/venv/bin/pip wheel --no-deps -w /wheels sagemaker-training==5.1.4
+ && /opt/venv/bin/pip wheel --no-deps -w /wheels -c /tmp/constraints.txt sagemaker-training
 
 # Stage 2: the image.
 FROM ${BASE_IMAGE}
@@ -21,16 +22,16 @@ LABEL org.opencontainers.image.title="byoc image classifier: training"
 # An extra CA (corporate proxy) stays trusted at run time too, e.g. for downloading weights.
 COPY docker/extra-ca/ /usr/local/share/ca-certificates/extra/
 RUN update-ca-certificates >/dev/null
-COPY requirements/train.txt /tmp/requirements.txt
+COPY requirements/ /tmp/requirements/
 COPY --from=wheels /wheels /tmp/wheels
 RUN python3 -m venv /opt/venv \
  && export PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_NO_CACHE_DIR=1 \
  && /opt/venv/bin/pip install --upgrade pip \
  && if [ -n "$TORCH_INDEX_URL" ]; then \
       /opt/venv/bin/pip install --index-url "$TORCH_INDEX_URL" \
-        $(grep -E '^(torch|torchvision)==' /tmp/requirements.txt); fi \
- && /opt/venv/bin/pip install /tmp/wheels/*.whl -r /tmp/requirements.txt \
- && rm -rf /tmp/wheels /tmp/requirements.txt
+        $(grep -E '^(torch|torchvision)==' /tmp/requirements/constraints.txt); fi \
+ && /opt/venv/bin/pip install /tmp/wheels/*.whl -r /tmp/requirements/train.txt \
+ && rm -rf /tmp/wheels /tmp/requirements
 
 # /opt/ml is SageMaker's during training: the code lives elsewhere.
 COPY artifact /opt/program/artifact

@@ -7,13 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python="${PYTHON:-python3}"
-want=$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements.sha 2>/dev/null)" != "$want" ]; then
-  echo "setting up .venv from requirements/dev.txt (torch is large: a few minutes the first time)"
-  "$python" -m venv .venv
-  .venv/bin/pip install --quiet --upgrade pip
-  .venv/bin/pip install --quiet -r requirements/dev.txt
-  echo "$want" > .venv/.requirements.sha
-fi
+source scripts/dev_venv.sh
 exec .venv/bin/python -m pytest "$@"

@@ -34,3 +34,17 @@ def small_data_master(tmp_path_factory) -> Path:
 def small_data(small_data_master, tmp_path) -> Path:
     """A private copy of the small data set, free to damage."""
     return Path(shutil.copytree(small_data_master, tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def trained_model(small_data_master, tmp_path_factory) -> Path:
+    """A model folder written by a real (tiny) training run: what serve/ is given in production."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("trained")
+    cmd = [sys.executable, "-m", "train.train", "--data-dir", str(small_data_master),
+           "--output-root", str(out), "--cache-dir", str(out / "cache"),
+           *tiny_args(epochs=4, model_name="tiny-shapes")]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out / "model"

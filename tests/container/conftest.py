@@ -2,12 +2,14 @@
 (CI=true), where a missing Docker daemon is an error: CI must never pass by skipping them."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 
 import pytest
 
+from scripts.local_training_job import docker_command, prepare_job
 from scripts.make_demo_data import generate
 from tests.conftest import ROOT
 
@@ -47,5 +49,22 @@ def train_image(docker) -> str:
 
 
 @pytest.fixture(scope="session")
+def serve_image(docker) -> str:
+    return build("serve")
+
+
+@pytest.fixture(scope="session")
 def demo_data(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("demo") / "data")
+
+
+@pytest.fixture(scope="session")
+def demo_job(train_image, demo_data, tmp_path_factory):
+    """The README's demo training job, run once in the training container: (job dir, log)."""
+    job = tmp_path_factory.mktemp("demo-job") / "job"
+    prepare_job(job, demo_data, json.loads((ROOT / "scripts" / "demo_hyperparameters.json").read_text()))
+    result = subprocess.run(docker_command(train_image, job, demo_data), capture_output=True,
+                            text=True, timeout=1200)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    return job, log

@@ -1,0 +1,184 @@
+"""From image bytes to top-k predictions, on ONNX Runtime (CPU image) or PyTorch (GPU image).
+
+Everything a prediction needs comes from the model folder (artifact/): the manifest's classes and
+preprocessing, and model.onnx or model.safetensors. Nothing here imports train/.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from artifact.manifest import (ONNX_FILE, ONNX_INPUT, WEIGHTS_FILE, ArtifactError, Manifest,
+                               read_manifest)
+from artifact.preprocess import IMAGE_FORMATS, ImageTooLarge, eval_input
+
+log = logging.getLogger(__name__)
+
+
+class BadImage(ValueError):
+    """A request's image cannot be classified; the message says why (the caller's fault)."""
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def choose_backend(model_dir: Path, requested: str) -> str:
+    """'onnx' or 'torch' for this model folder and image, or ArtifactError saying what to change."""
+    has_onnx = (model_dir / ONNX_FILE).is_file()
+    has_weights = (model_dir / WEIGHTS_FILE).is_file()
+    if requested == "auto":
+        requested = "onnx" if has_onnx and installed("onnxruntime") else "torch"
+    if requested == "onnx":
+        if not installed("onnxruntime"):
+            raise ArtifactError("BYOC_BACKEND=onnx, but this image has no ONNX Runtime: "
+                                "use the CPU serving image (byoc-serve)")
+        if not has_onnx:
+            raise ArtifactError(f"{model_dir} has no {ONNX_FILE}: retrain with the current "
+                                "train/ (it exports ONNX), or serve it with the GPU serving "
+                                "image (byoc-serve-gpu), which runs PyTorch")
+    else:
+        if not installed("torch"):
+            raise ArtifactError(
+                f"{model_dir} needs the PyTorch backend ("
+                + ("BYOC_BACKEND=torch" if has_onnx else f"it has no {ONNX_FILE}")
+                + "), and this image has no PyTorch: use the GPU serving image (byoc-serve-gpu)")
+        if not has_weights:
+            raise ArtifactError(f"{model_dir} has no {WEIGHTS_FILE} for the PyTorch backend")
+    return requested
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, model_dir: Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(model_dir / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+        self.device = "cpu"
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {ONNX_INPUT: batch})[0]
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model_dir: Path, manifest: Manifest, threads: int):
+        import torch
+
+        from artifact.network import load_trained
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_trained(model_dir, manifest).to(self.device)
+        if self.device.type == "cuda":  # fixed input size: let cuDNN pick its fastest kernels
+            torch.backends.cudnn.benchmark = True
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            inputs = self.torch.from_numpy(batch).to(self.device, non_blocking=True)
+            if self.device.type == "cuda":
+                inputs = inputs.contiguous(memory_format=self.torch.channels_last)
+            return self.model(inputs).float().cpu().numpy()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+class Predictor:
+    """Decodes images exactly as evaluation did, runs the backend, answers top-k labels."""
+
+    def __init__(self, manifest: Manifest, backend, max_pixels: int | None = None):
+        self.manifest = manifest
+        self.backend = backend
+        self.max_pixels = max_pixels
+
+    def model_info(self) -> dict:
+        return {"name": self.manifest.name, "version": self.manifest.version,
+                "architecture": self.manifest.architecture, "backend": self.backend.name}
+
+    def decode(self, image: bytes) -> np.ndarray:
+        if not image:
+            raise BadImage("the image is empty (0 bytes)")
+        try:
+            return eval_input(image, self.manifest.preprocessing, self.max_pixels)
+        except ImageTooLarge as e:
+            raise BadImage(f"{e}: send a smaller image (BYOC_MAX_PIXELS sets the limit)") from None
+        except UnidentifiedImageError:
+            raise BadImage(f"the data is not an image in a supported format "
+                           f"({', '.join(IMAGE_FORMATS)})") from None
+        except (OSError, SyntaxError, ValueError) as e:  # corrupt or truncated image data
+            raise BadImage(f"the image could not be decoded ({e}): is it complete?") from None
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return softmax(self.backend.logits(batch))
+
+    def top_k(self, probabilities: np.ndarray, k: int) -> list[dict]:
+        k = min(k, len(probabilities))
+        best = np.argsort(-probabilities, kind="stable")[:k]
+        return [{"label": self.manifest.classes[i], "index": int(i),
+                 "probability": round(float(probabilities[i]), 6)} for i in best]
+
+    def predict(self, images: list[bytes], k: int) -> list[list[dict]]:
+        """Top-k of each image; BadImage names the failing image's index in a batch."""
+        inputs = []
+        for index, image in enumerate(images):
+            try:
+                inputs.append(self.decode(image))
+            except BadImage as e:
+                raise BadImage(f"images[{index}]: {e}" if len(images) > 1 else str(e)) from None
+        return [self.top_k(p, k) for p in self.probabilities(np.stack(inputs))]
+
+
+def _probe_image(size: int) -> bytes:
+    """A small PNG, so the warm-up goes through decoding as well as the network."""
+    gradient = np.linspace(0, 255, size * size * 3, dtype=np.float32).reshape(size, size, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(gradient.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def load_predictor(model_dir: Path, backend: str = "auto", threads: int = 1,
+                   max_pixels: int | None = None) -> Predictor:
+    """Load the model folder and prove it works with a warm-up prediction; raise if it does not."""
+    started = time.perf_counter()
+    manifest = read_manifest(model_dir)
+    chosen = choose_backend(Path(model_dir), backend)
+    try:
+        engine = (OnnxBackend(model_dir, threads) if chosen == "onnx"
+                  else TorchBackend(model_dir, manifest, threads))
+    except PermissionError as e:
+        raise ArtifactError(f"cannot read the model ({e}): make its files world-readable, or set "
+                            "BYOC_SERVER_USER=root") from None
+    except Exception as e:  # a damaged file: say which backend and folder, and what to do
+        raise ArtifactError(f"cannot load the {chosen} model in {model_dir} ({e}): is the "
+                            "model.tar.gz complete? Re-upload it or retrain") from None
+    predictor = Predictor(manifest, engine, max_pixels)
+    probe = _probe_image(max(manifest.preprocessing.resize_size, 32))
+    probabilities = predictor.probabilities(predictor.decode(probe)[None])
+    if probabilities.shape != (1, manifest.num_classes) or not np.isfinite(probabilities).all():
+        raise ArtifactError(
+            f"warm-up prediction gave shape {probabilities.shape} (finite: "
+            f"{bool(np.isfinite(probabilities).all())}); the manifest lists "
+            f"{manifest.num_classes} classes: the model files do not match the manifest")
+    log.info("model %s %s (%s, %d classes) on %s/%s, %d thread(s): ready in %.2f s",
+             manifest.name, manifest.version, manifest.architecture, manifest.num_classes,
+             engine.name, engine.device, threads, time.perf_counter() - started)
+    return predictor

@@ -1,0 +1,103 @@
+"""`docker run IMAGE serve`: check the model folder, then run gunicorn in this process.
+
+gunicorn's master stays PID 1 (the image's ENTRYPOINT execs this module), so SageMaker's SIGTERM
+reaches it: workers finish the request in hand and exit. Each worker loads the model itself and
+makes a warm-up prediction before it accepts a connection, so /ping answers 200 only from a
+worker that can predict; a model that fails to load stops the container with the reason logged.
+Workers drop root to BYOC_SERVER_USER; the master keeps root, as SageMaker starts containers.
+
+    python -m serve.server serve       (BYOC_MODEL_DIR=... to serve a folder outside Docker)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import sys
+
+from gunicorn.app.base import BaseApplication
+
+from artifact.manifest import ArtifactError, read_manifest
+from serve.predictor import choose_backend
+from serve.settings import Settings, SettingsError
+
+log = logging.getLogger("serve")
+
+
+class Server(BaseApplication):
+    def __init__(self, settings: Settings, options: dict):
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):  # runs in each worker, after the fork and the drop of privileges
+        from serve.app import create_app
+        from serve.predictor import load_predictor
+
+        s = self.settings
+        try:
+            predictor = load_predictor(s.model_dir, s.backend, s.threads_per_worker, s.max_pixels)
+        except Exception:
+            log.exception("the model in %s could not be loaded; the server stops", s.model_dir)
+            raise
+        return create_app(predictor, s)
+
+
+def worker_user(name: str) -> dict:
+    """gunicorn's user/group for the workers: drop root when the image has that user."""
+    if os.geteuid() != 0 or name == "root":
+        return {}
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        log.warning("no user %r here: workers keep running as root", name)
+        return {}
+    return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+
+def gunicorn_options(settings: Settings) -> dict:
+    return {
+        "bind": f"0.0.0.0:{settings.port}",
+        "workers": settings.workers,
+        "worker_class": "sync",  # one request at a time per worker: inference is CPU-bound
+        "timeout": settings.timeout_s,
+        "graceful_timeout": 20,  # SageMaker sends SIGKILL 30 s after SIGTERM
+        "keepalive": 5,
+        "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
+        "control_socket_disable": True,
+        "accesslog": "-",
+        "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
+        "errorlog": "-",
+        "loglevel": "info",
+        **worker_user(settings.user),
+    }
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s "
+                        "%(name)s: %(message)s", stream=sys.stderr)
+    if argv and argv[0] != "serve":
+        print(f"this is the serving image: run it with `serve`, not {' '.join(argv)!r}",
+              file=sys.stderr)
+        return 2
+    try:
+        settings = Settings.from_environment()
+        # Cheap checks here, so a wrong folder fails with one clear line instead of per worker.
+        manifest = read_manifest(settings.model_dir)
+        backend = choose_backend(settings.model_dir, settings.backend)
+    except (SettingsError, ArtifactError) as e:
+        log.error("cannot serve: %s", e)
+        return 1
+    log.info("serving %s (%d classes) from %s with %s: %d worker(s) x %d thread(s) on port %d",
+             manifest.name, manifest.num_classes, settings.model_dir, backend, settings.workers,
+             settings.threads_per_worker, settings.port)
+    Server(settings, gunicorn_options(settings)).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

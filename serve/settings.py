@@ -1,0 +1,74 @@
+"""The server's settings, all from environment variables (how SageMaker configures a container).
+
+SAGEMAKER_* are SageMaker's own names; BYOC_* are this project's. Set them with the SDK's
+`Model(env={...})` or `docker run -e`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+BACKENDS = ("auto", "onnx", "torch")
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the server cannot use."""
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path = Path("/opt/ml/model")  # BYOC_MODEL_DIR; SageMaker unpacks model.tar.gz here
+    port: int = 8080  # SAGEMAKER_BIND_TO_PORT
+    workers: int = 1  # SAGEMAKER_MODEL_SERVER_WORKERS; default: one per CPU
+    threads_per_worker: int = 1  # BYOC_THREADS_PER_WORKER; default: CPUs / workers
+    timeout_s: int = 60  # SAGEMAKER_MODEL_SERVER_TIMEOUT; SageMaker's own limit is 60 s
+    backend: str = "auto"  # BYOC_BACKEND: auto (ONNX Runtime when possible), onnx, torch
+    max_payload_bytes: int = 6 * 1024 * 1024  # BYOC_MAX_PAYLOAD_MB; SageMaker real-time: 6 MB
+    max_pixels: int = 50_000_000  # BYOC_MAX_PIXELS; per image, checked before decoding
+    max_batch_images: int = 16  # BYOC_MAX_BATCH_IMAGES; per application/json request
+    default_top_k: int = 3  # BYOC_DEFAULT_TOP_K; a request may ask for another with top_k=N
+    user: str = "model-server"  # BYOC_SERVER_USER: workers drop root to it; "root" keeps root
+
+    @classmethod
+    def from_environment(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+
+        def number(name: str, default: float, minimum: float, kind=int):
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                what = "a whole number" if kind is int else "a number"
+                raise SettingsError(f"{name}={raw!r} is not {what}") from None
+            if value < minimum:
+                raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+            return value
+
+        cpus = available_cpus()
+        workers = number("SAGEMAKER_MODEL_SERVER_WORKERS", cpus, 1)
+        backend = env.get("BYOC_BACKEND", "auto").strip().lower() or "auto"
+        if backend not in BACKENDS:
+            raise SettingsError(f"BYOC_BACKEND={backend!r}: choose one of {', '.join(BACKENDS)}")
+        return cls(
+            model_dir=Path(env.get("BYOC_MODEL_DIR") or cls.model_dir),
+            port=number("SAGEMAKER_BIND_TO_PORT", cls.port, 1),
+            workers=workers,
+            # Workers x threads = CPUs: more oversubscribes the cores and slows every request.
+            threads_per_worker=number("BYOC_THREADS_PER_WORKER", max(1, cpus // workers), 1),
+            timeout_s=number("SAGEMAKER_MODEL_SERVER_TIMEOUT", cls.timeout_s, 1),
+            backend=backend,
+            max_payload_bytes=int(
+                number("BYOC_MAX_PAYLOAD_MB", cls.max_payload_bytes / 2**20, 0.001, float) * 2**20
+            ),
+            max_pixels=number("BYOC_MAX_PIXELS", cls.max_pixels, 1),
+            max_batch_images=number("BYOC_MAX_BATCH_IMAGES", cls.max_batch_images, 1),
+            default_top_k=number("BYOC_DEFAULT_TOP_K", cls.default_top_k, 1),
+            user=env.get("BYOC_SERVER_USER", cls.user).strip() or "root",
+        )

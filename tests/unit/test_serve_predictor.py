@@ -1,0 +1,95 @@
+"""serve.predictor and serve.settings: backends, model-folder checks, environment variables."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from artifact.manifest import ArtifactError
+from serve import predictor as predictor_module
+from serve.predictor import choose_backend, load_predictor
+from serve.settings import Settings, SettingsError
+
+
+@pytest.fixture
+def model_copy(trained_model, tmp_path):
+    return shutil.copytree(trained_model, tmp_path / "model")
+
+
+def test_onnx_and_torch_backends_agree_on_every_test_image(trained_model, small_data_master):
+    onnx = load_predictor(trained_model, "onnx")
+    torch = load_predictor(trained_model, "torch")
+    assert (onnx.backend.name, torch.backend.name) == ("onnx", "torch")
+    images = [p.read_bytes() for p in sorted((small_data_master / "test").glob("*/*"))]
+    assert len(images) >= 18
+    batch = np.stack([onnx.decode(image) for image in images])
+    p_onnx, p_torch = onnx.probabilities(batch), torch.probabilities(batch)
+    np.testing.assert_array_equal(p_onnx.argmax(1), p_torch.argmax(1))
+    np.testing.assert_allclose(p_onnx, p_torch, atol=1e-4)
+    np.testing.assert_allclose(p_onnx.sum(1), 1.0, atol=1e-9)
+
+
+def test_auto_prefers_onnx_and_falls_back_to_torch(model_copy):
+    assert choose_backend(model_copy, "auto") == "onnx"
+    (model_copy / "model.onnx").unlink()
+    assert choose_backend(model_copy, "auto") == "torch"
+    assert load_predictor(model_copy).backend.name == "torch"
+
+
+def test_a_missing_backend_names_the_image_to_use(model_copy, monkeypatch):
+    real = predictor_module.installed
+    monkeypatch.setattr(predictor_module, "installed", lambda m: m != "torch" and real(m))
+    (model_copy / "model.onnx").unlink()
+    with pytest.raises(ArtifactError, match="no model.onnx.*byoc-serve-gpu"):
+        choose_backend(model_copy, "auto")
+    with pytest.raises(ArtifactError, match="no model.onnx.*retrain"):
+        choose_backend(model_copy, "onnx")
+    monkeypatch.setattr(predictor_module, "installed", lambda m: m != "onnxruntime" and real(m))
+    with pytest.raises(ArtifactError, match="no ONNX Runtime.*byoc-serve"):
+        choose_backend(model_copy, "onnx")
+
+
+def test_a_manifest_that_does_not_match_the_weights_fails_the_warm_up(model_copy):
+    manifest = json.loads((model_copy / "manifest.json").read_text())
+    manifest["classes"].append("999.Extra")
+    (model_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="warm-up prediction gave shape \\(1, 6\\).*7 classes"):
+        load_predictor(model_copy, "onnx")
+
+
+def test_a_folder_without_a_manifest_says_what_it_expected(tmp_path):
+    with pytest.raises(ArtifactError, match="no manifest.json.*model.tar.gz"):
+        load_predictor(tmp_path)
+
+
+def test_a_corrupt_onnx_file_fails_to_load(model_copy):
+    (model_copy / "model.onnx").write_bytes(b"not a protobuf")
+    with pytest.raises(ArtifactError, match="cannot load the onnx model.*Re-upload it or retrain"):
+        load_predictor(model_copy, "onnx")
+
+
+def test_settings_defaults_share_the_cpus_between_workers(monkeypatch):
+    monkeypatch.setattr("serve.settings.available_cpus", lambda: 8)
+    settings = Settings.from_environment({})
+    assert (settings.workers, settings.threads_per_worker, settings.port) == (8, 1, 8080)
+    settings = Settings.from_environment({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})
+    assert (settings.workers, settings.threads_per_worker) == (2, 4)
+    settings = Settings.from_environment({
+        "SAGEMAKER_BIND_TO_PORT": "9000", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "30",
+        "BYOC_MAX_PAYLOAD_MB": "0.5", "BYOC_BACKEND": "Torch", "BYOC_MODEL_DIR": "/m",
+        "BYOC_SERVER_USER": ""})
+    assert (settings.port, settings.timeout_s, settings.max_payload_bytes) == (9000, 30, 524288)
+    assert (settings.backend, str(settings.model_dir), settings.user) == ("torch", "/m", "root")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"SAGEMAKER_MODEL_SERVER_WORKERS": "two"}, "SAGEMAKER_MODEL_SERVER_WORKERS='two' is not a whole number"),
+    ({"SAGEMAKER_MODEL_SERVER_WORKERS": "0"}, "must be at least 1"),
+    ({"BYOC_MAX_PAYLOAD_MB": "-1"}, "BYOC_MAX_PAYLOAD_MB='-1' must be at least"),
+    ({"BYOC_BACKEND": "tensorrt"}, "choose one of auto, onnx, torch"),
+])
+def test_bad_settings_say_which_variable(env, message):
+    with pytest.raises(SettingsError, match=message.replace("(", "\\(")):
+        Settings.from_environment(env)

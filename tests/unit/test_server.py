@@ -1,0 +1,93 @@
+"""serve.server as a process (gunicorn for real, no Docker): start, readiness, failures, SIGTERM."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(model_dir, *args, **env):
+    port = free_port()
+    environment = {**os.environ, "BYOC_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(port),
+                   "SAGEMAKER_MODEL_SERVER_WORKERS": "2", **env}
+    process = subprocess.Popen([sys.executable, "-m", "serve.server", *(args or ["serve"])],
+                               cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(process, url, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        try:
+            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server never answered /ping")
+
+
+def test_serves_then_stops_cleanly_on_sigterm(trained_model, small_data_master):
+    process, url = start(trained_model)
+    try:
+        wait_ready(process, url)
+        image = next(iter(sorted((small_data_master / "test").glob("*/*.png")))).read_bytes()
+        response = requests.post(f"{url}/invocations", data=image,
+                                 headers={"Content-Type": "image/png"}, timeout=10)
+        assert response.status_code == 200 and len(response.json()["predictions"]) == 3
+        # A chunked body has no Content-Length for Flask to check: the app cuts it off itself.
+        chunks = (image for _ in range(6 * 1024 * 1024 // len(image) + 1))
+        response = requests.post(f"{url}/invocations", data=chunks,
+                                 headers={"Content-Type": "image/png"}, timeout=10)
+        assert response.status_code == 413 and "BYOC_MAX_PAYLOAD_MB" in response.json()["error"]
+        in_two_chunks = iter([image[:1000], image[1000:]])
+        assert requests.post(f"{url}/invocations", data=in_two_chunks, timeout=10,
+                             headers={"Content-Type": "image/png"}).status_code == 200
+        sent = time.time()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert time.time() - sent < 5
+    finally:
+        process.kill()
+    log = process.stdout.read()
+    assert "ready in" in log and "Shutting down: Master" in log
+
+
+def test_a_model_that_fails_to_load_stops_the_server_with_the_reason(trained_model, tmp_path):
+    model = shutil.copytree(trained_model, tmp_path / "model")
+    (model / "model.onnx").write_bytes(b"truncated")
+    process, url = start(model)
+    try:
+        code = process.wait(timeout=60)
+    finally:
+        process.kill()
+    log = process.stdout.read()
+    assert code != 0 and "cannot load the onnx model" in log, log
+
+
+@pytest.mark.parametrize("args, env, code, message", [
+    (["serve"], {"BYOC_MODEL_DIR": "/nonexistent"}, 1, "cannot serve: no manifest.json in /nonexistent"),
+    (["serve"], {"SAGEMAKER_MODEL_SERVER_WORKERS": "many"}, 1, "is not a whole number"),
+    (["train"], {}, 2, "this is the serving image: run it with `serve`"),
+])
+def test_wrong_starts_exit_at_once_saying_why(trained_model, args, env, code, message):
+    process, _ = start(trained_model, *args, **env)
+    assert process.wait(timeout=30) == code
+    assert message in process.stdout.read()
