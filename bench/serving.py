@@ -95,10 +95,12 @@ def load(url: str, body: bytes, concurrency: int, seconds: float) -> dict:
 
 
 def worker_memory_mib(container: str) -> list[float]:
-    rows = subprocess.run(["docker", "top", container, "-o", "pid,rss,args"], capture_output=True,
-                          text=True, check=True).stdout.splitlines()[1:]
-    rss = [int(row.split()[1]) / 1024 for row in rows if "serve.server" in row]
-    return sorted(rss)[:-1] if len(rss) > 1 else rss  # the smallest is gunicorn's master
+    """Resident memory of each gunicorn worker (the processes whose parent is the master)."""
+    rows = subprocess.run(["docker", "top", container, "-o", "pid,ppid,rss,args"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()[1:]
+    processes = [row.split()[:3] for row in rows if "serve.server" in row]
+    pids = {pid for pid, _, _ in processes}
+    return [int(rss) / 1024 for _, ppid, rss in processes if ppid in pids]
 
 
 def in_process(model_dir: Path, backend: str, threads: int, body: bytes, seconds: float) -> dict:

@@ -38,8 +38,7 @@ for target in "${targets[@]}"; do
   image="${prefix}-${target}:${tag}"
   echo "building $image from $dockerfile ${stage[*]}"
   # --network host: pip inside the build uses the host's network path (proxies, VPNs).
-  docker build --network host -f "$dockerfile" "${stage[@]}" -t "$image" \
-    --build-arg BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim}" \
-    --build-arg TORCH_INDEX_URL="${TORCH_INDEX_URL:-}" \
-    .
+  args=(--build-arg BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim}")
+  [ -z "${TORCH_INDEX_URL:-}" ] || args+=(--build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL")
+  docker build --network host -f "$dockerfile" "${stage[@]}" "${args[@]}" -t "$image" .
 done

@@ -75,6 +75,9 @@ def main() -> int:
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("images", nargs="+", type=Path)
     args = parser.parse_args()
+    for path in [args.model / "manifest.json", *args.images]:
+        if not path.is_file():
+            parser.error(f"{path} is not a file")
 
     name = f"byoc-endpoint-{uuid.uuid4().hex[:8]}"
     url = f"http://127.0.0.1:{args.port}"

@@ -37,4 +37,4 @@ echo "== 4/4 serving the model from the serving container (\`serve\`, /opt/ml/mo
 "$python" -m scripts.local_endpoint --image byoc-serve:latest --model "$work/job/model" \
   --port "${PORT:-8080}" \
   "$(ls demo_data/test/004.Yellow_ring/*.jpg | head -1)" \
-  "$(ls demo_data/test/006.Cyan_stripes/*.png | head -1)"
+  "$(ls demo_data/test/002.Green_square/*.png | head -1)"
