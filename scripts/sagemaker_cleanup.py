@@ -1,0 +1,62 @@
+"""Delete endpoints with their endpoint configs, models and autoscaling targets (they cost money
+while they exist: a real-time endpoint bills per instance-hour even when idle).
+
+    python -m scripts.sagemaker_cleanup --endpoint-name dogs [--endpoint-name other]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from botocore.exceptions import ClientError
+
+from scripts import common
+
+
+def delete_endpoint(sagemaker_session, name: str, image_tag: str = "latest") -> list[str]:
+    """Deletes the endpoint, its config and its models; returns what it deleted."""
+    client = sagemaker_session.sagemaker_client
+    deleted = []
+    try:
+        config_name = client.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+    except ClientError as e:
+        raise SystemExit(f"no endpoint {name!r}: {e.response['Error']['Message']}") from None
+    config = client.describe_endpoint_config(EndpointConfigName=config_name)
+    models = [variant["ModelName"] for variant in config["ProductionVariants"]]
+    if not common.is_local(sagemaker_session):
+        autoscaling = sagemaker_session.boto_session.client("application-autoscaling")
+        for variant in config["ProductionVariants"]:
+            resource = f"endpoint/{name}/variant/{variant['VariantName']}"
+            try:
+                autoscaling.deregister_scalable_target(
+                    ServiceNamespace="sagemaker", ResourceId=resource,
+                    ScalableDimension="sagemaker:variant:DesiredInstanceCount")
+                deleted.append(f"scalable target {resource}")
+            except ClientError:  # it had no autoscaling
+                pass
+    client.delete_endpoint(EndpointName=name)
+    deleted.append(f"endpoint {name}")
+    client.delete_endpoint_config(EndpointConfigName=config_name)
+    deleted.append(f"endpoint config {config_name}")
+    for model in models:
+        client.delete_model(ModelName=model)
+        deleted.append(f"model {model}")
+    if common.is_local(sagemaker_session):
+        common.remove_local_containers("serve", "serve-gpu", image_tag=image_tag)
+    return deleted
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common.add_common_arguments(parser)
+    parser.add_argument("--endpoint-name", action="append", required=True)
+    args = parser.parse_args(argv)
+    sagemaker_session = common.session(args)
+    for name in args.endpoint_name:
+        for item in delete_endpoint(sagemaker_session, name, args.image_tag):
+            print(f"deleted {item}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Deploy a trained model.tar.gz on the custom serving image (SDK v2 Model) to an endpoint.
+
+    # real-time endpoint on AWS (CPU image; --gpu for the PyTorch image on a GPU instance)
+    python -m scripts.sagemaker_deploy --model-data s3://BUCKET/runs/JOB/output/model.tar.gz \
+        --role arn:aws:iam::ACCOUNT:role/SageMakerRole --instance-type ml.c5.xlarge \
+        [--autoscale-max 4] [--endpoint-name dogs]
+    # serverless endpoint on AWS (CPU only; pay per request)
+    python -m scripts.sagemaker_deploy --model-data s3://... --role ... --serverless --memory-mb 3072
+    # on this machine, in SageMaker local mode: serves until Ctrl-C, then deletes the endpoint
+    python -m scripts.sagemaker_deploy --local --model-data local_run/sagemaker/model.tar.gz
+
+Prints the endpoint name, for scripts/sagemaker_invoke.py and scripts/sagemaker_cleanup.py.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import requests
+
+from scripts import common
+
+
+def make_model(args: argparse.Namespace, sagemaker_session, env: dict | None = None):
+    from sagemaker.model import Model
+
+    from scripts.sagemaker_invoke import ImagePredictor
+
+    return Model(
+        image_uri=common.image_uri("serve-gpu" if args.gpu else "serve", args, sagemaker_session),
+        model_data=common.uri(args.model_data, args.local),
+        role=common.role(args),
+        env=env or {},
+        predictor_cls=ImagePredictor,
+        sagemaker_session=sagemaker_session,
+    )
+
+
+def deploy(args: argparse.Namespace, sagemaker_session, env: dict | None = None):
+    """Create the endpoint and return its Predictor, once /ping passes."""
+    model = make_model(args, sagemaker_session, env)
+    name = args.endpoint_name or f"byoc-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.serverless:
+        from sagemaker.serverless import ServerlessInferenceConfig
+
+        predictor = model.deploy(endpoint_name=name, serverless_inference_config=(
+            ServerlessInferenceConfig(memory_size_in_mb=args.memory_mb,
+                                      max_concurrency=args.max_concurrency)))
+    else:
+        instance_type = ("local_gpu" if args.gpu else "local") if args.local else args.instance_type
+        # Local mode: wait=False skips the SDK's fixed sleep; /ping is polled below instead.
+        predictor = model.deploy(initial_instance_count=args.instance_count,
+                                 instance_type=instance_type, endpoint_name=name,
+                                 wait=not args.local)
+    if args.local:
+        wait_for_local_endpoint(sagemaker_session)
+    if args.autoscale_max and not args.local:
+        autoscale(sagemaker_session, name, args.instance_count, args.autoscale_max,
+                  args.invocations_per_instance)
+    return predictor
+
+
+def wait_for_local_endpoint(sagemaker_session, timeout: float = 240) -> None:
+    port = sagemaker_session.config["local"]["serving_port"]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if requests.get(f"http://localhost:{port}/ping", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the local endpoint did not pass /ping on port {port} in {timeout:.0f} s")
+
+
+def autoscale(sagemaker_session, endpoint: str, minimum: int, maximum: int,
+              invocations_per_instance: int) -> None:
+    """Target tracking on invocations per instance, between minimum and maximum instances."""
+    client = sagemaker_session.boto_session.client("application-autoscaling")
+    resource = f"endpoint/{endpoint}/variant/AllTraffic"
+    client.register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId=resource,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        MinCapacity=minimum, MaxCapacity=maximum)
+    client.put_scaling_policy(
+        PolicyName=f"{endpoint}-invocations", ServiceNamespace="sagemaker", ResourceId=resource,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount", PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": float(invocations_per_instance),
+            "PredefinedMetricSpecification": {
+                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+            "ScaleInCooldown": 300, "ScaleOutCooldown": 60})
+
+
+def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-data", required=True,
+                        help="the training job's model.tar.gz (s3://, or a file with --local)")
+    parser.add_argument("--endpoint-name", default=None)
+    parser.add_argument("--instance-type", default="ml.c5.xlarge")
+    parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--gpu", action="store_true", help="the PyTorch serving image (GPU instances)")
+    parser.add_argument("--serverless", action="store_true", help="a serverless endpoint (AWS only)")
+    parser.add_argument("--memory-mb", type=int, default=3072, help="serverless memory")
+    parser.add_argument("--max-concurrency", type=int, default=5, help="serverless concurrency")
+    parser.add_argument("--autoscale-max", type=int, default=0,
+                        help="scale between --instance-count and this many instances")
+    parser.add_argument("--invocations-per-instance", type=int, default=100,
+                        help="autoscaling target, per instance per minute")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common.add_common_arguments(parser)
+    add_deploy_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.serverless and (args.local or args.gpu):
+        parser.error("--serverless runs on AWS, on CPUs only")
+    sagemaker_session = common.session(args)
+    predictor = deploy(args, sagemaker_session)
+    print(f"endpoint: {predictor.endpoint_name}")
+    if args.local:  # the local endpoint lives as long as this process
+        print("serving in local mode; Ctrl-C deletes the endpoint")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            from scripts.sagemaker_cleanup import delete_endpoint
+
+            for item in delete_endpoint(sagemaker_session, predictor.endpoint_name, args.image_tag):
+                print(f"deleted {item}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Classify images with a deployed endpoint, the two ways a caller does it.
+
+    python -m scripts.sagemaker_invoke --endpoint-name dogs photo.jpg other.png [--top-k 5]
+    python -m scripts.sagemaker_invoke --endpoint-name dogs --boto3 photo.jpg
+
+The SDK's Predictor (notebook style) and boto3's sagemaker-runtime invoke_endpoint both send the
+image's raw bytes with its content type (image/jpeg, image/png) and read the JSON answer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sagemaker.deserializers import JSONDeserializer
+from sagemaker.predictor import Predictor
+from sagemaker.serializers import IdentitySerializer
+
+from scripts import common
+
+
+class ImagePredictor(Predictor):
+    """Raw image bytes in (JPEG by default; pass ContentType for PNG), JSON out."""
+
+    def __init__(self, endpoint_name: str, sagemaker_session=None, **kwargs):
+        super().__init__(endpoint_name, sagemaker_session,
+                         serializer=IdentitySerializer(content_type="image/jpeg"),
+                         deserializer=JSONDeserializer(), **kwargs)
+
+
+def content_type(path: Path) -> str:
+    try:
+        return common.CONTENT_TYPES[path.suffix.lower()]
+    except KeyError:
+        raise SystemExit(f"{path}: send a .jpg, .jpeg or .png file") from None
+
+
+def with_predictor(predictor: Predictor, path: Path, top_k: int = 3) -> dict:
+    return predictor.predict(path.read_bytes(), initial_args={
+        "ContentType": content_type(path), "Accept": "application/json",
+        "CustomAttributes": f"top_k={top_k}"})
+
+
+def with_boto3(runtime_client, endpoint_name: str, path: Path, top_k: int = 3) -> dict:
+    response = runtime_client.invoke_endpoint(
+        EndpointName=endpoint_name, ContentType=content_type(path), Accept="application/json",
+        CustomAttributes=f"top_k={top_k}", Body=path.read_bytes())
+    return json.loads(response["Body"].read())
+
+
+def show(path: Path, answer: dict) -> None:
+    print(f"{path}:")
+    for p in answer["predictions"]:
+        print(f"    {p['probability']:7.2%}  {p['label']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common.add_common_arguments(parser)
+    parser.add_argument("--endpoint-name", required=True)
+    parser.add_argument("--boto3", action="store_true", help="call invoke_endpoint with boto3")
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("images", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    sagemaker_session = common.session(args)
+    for path in args.images:
+        if args.boto3:
+            answer = with_boto3(sagemaker_session.sagemaker_runtime_client, args.endpoint_name,
+                                path, args.top_k)
+        else:
+            answer = with_predictor(ImagePredictor(args.endpoint_name, sagemaker_session), path,
+                                    args.top_k)
+        show(path, answer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Run a SageMaker training job on the custom training image (SDK v2 Estimator).
+
+    # on AWS: data uploaded with scripts/upload_data.py, images pushed with build_and_push.sh
+    python -m scripts.sagemaker_train --data s3://BUCKET/dogs --output s3://BUCKET/runs \
+        --role arn:aws:iam::ACCOUNT:role/SageMakerRole --instance-type ml.g4dn.xlarge --spot \
+        --hyperparameters hp.json --hp epochs=10
+    # on this machine, in SageMaker local mode
+    python -m scripts.sagemaker_train --local --data demo_data --output local_run/sagemaker \
+        --hyperparameters scripts/demo_hyperparameters.json
+
+The data folder (or S3 prefix) holds train/, valid/ and optionally test/; each becomes a channel.
+Prints the job name and where the model.tar.gz is, for scripts/sagemaker_deploy.py.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from scripts import common
+from train.metrics import METRIC_DEFINITIONS
+
+CHANNELS = ("train", "valid", "test")
+
+
+def channels(data: str, local: bool) -> dict[str, str]:
+    if data.startswith("s3://"):
+        return {name: f"{data.rstrip('/')}/{name}" for name in CHANNELS}
+    found = {name: common.uri(Path(data) / name, local) for name in CHANNELS
+             if (Path(data) / name).is_dir()}
+    missing = {"train", "valid"} - set(found)
+    if missing:
+        raise SystemExit(f"{data} has no {' or '.join(sorted(missing))}/ folder: a data set needs "
+                         "train/ and valid/ (and optionally test/), one sub-folder per class")
+    return found
+
+
+def estimator(args: argparse.Namespace, sagemaker_session, hyperparameters: dict):
+    from sagemaker.estimator import Estimator
+
+    local = args.local
+    spot = {}
+    if args.spot and not local:  # spot capacity can be taken back: resume from checkpoints
+        spot = {"use_spot_instances": True, "max_wait": args.max_run_s * 2,
+                "checkpoint_s3_uri": f"{args.output.rstrip('/')}/checkpoints"}
+    return Estimator(
+        image_uri=common.image_uri("train", args, sagemaker_session),
+        role=common.role(args),
+        instance_count=args.instance_count,
+        instance_type=("local_gpu" if args.gpu else "local") if local else args.instance_type,
+        hyperparameters=hyperparameters,
+        metric_definitions=METRIC_DEFINITIONS,
+        output_path=common.uri(args.output, local),
+        base_job_name="byoc-train",
+        max_run=args.max_run_s,
+        sagemaker_session=sagemaker_session,
+        # Local mode runs neither the Debugger's rule containers nor the profiler.
+        **({"debugger_hook_config": False, "disable_profiler": True} if local else {}),
+        **spot,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common.add_common_arguments(parser)
+    parser.add_argument("--data", required=True, help="folder or s3:// prefix with train/ valid/ [test/]")
+    parser.add_argument("--output", required=True, help="s3:// prefix (or a folder with --local)")
+    parser.add_argument("--hyperparameters", help="a JSON file of hyperparameters")
+    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--instance-type", default="ml.g4dn.xlarge")
+    parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--gpu", action="store_true", help="with --local: use this machine's GPUs")
+    parser.add_argument("--spot", action="store_true", help="managed spot training (AWS only)")
+    parser.add_argument("--max-run-s", type=int, default=24 * 3600)
+    args = parser.parse_args(argv)
+
+    sagemaker_session = common.session(args)
+    hyperparameters = common.load_hyperparameters(args.hyperparameters, args.hp)
+    job = estimator(args, sagemaker_session, hyperparameters)
+    try:
+        job.fit(channels(args.data, args.local), wait=True, logs="All")
+    finally:
+        if args.local:
+            common.remove_local_containers("train", image_tag=args.image_tag)
+    print(f"training job: {job.latest_training_job.name}")
+    print(f"model: {job.model_data}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
