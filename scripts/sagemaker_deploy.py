@@ -44,21 +44,36 @@ def deploy(args: argparse.Namespace, sagemaker_session, env: dict | None = None)
     if args.serverless:
         from sagemaker.serverless import ServerlessInferenceConfig
 
-        predictor = model.deploy(endpoint_name=name, serverless_inference_config=(
+        predictor = model.deploy(endpoint_name=name, wait=False, serverless_inference_config=(
             ServerlessInferenceConfig(memory_size_in_mb=args.memory_mb,
                                       max_concurrency=args.max_concurrency)))
     else:
         instance_type = ("local_gpu" if args.gpu else "local") if args.local else args.instance_type
-        # Local mode: wait=False skips the SDK's fixed sleep; /ping is polled below instead.
         predictor = model.deploy(initial_instance_count=args.instance_count,
-                                 instance_type=instance_type, endpoint_name=name,
-                                 wait=not args.local)
+                                 instance_type=instance_type, endpoint_name=name, wait=False)
+    # The SDK's own wait sleeps before its first look; these look first.
     if args.local:
         wait_for_local_endpoint(sagemaker_session)
+    else:
+        wait_in_service(sagemaker_session, name)
     if args.autoscale_max and not args.local:
         autoscale(sagemaker_session, name, args.instance_count, args.autoscale_max,
                   args.invocations_per_instance)
     return predictor
+
+
+def wait_in_service(sagemaker_session, name: str) -> None:
+    from botocore.exceptions import WaiterError
+
+    client = sagemaker_session.sagemaker_client
+    print(f"creating endpoint {name} (usually 5-10 minutes)")
+    try:
+        client.get_waiter("endpoint_in_service").wait(
+            EndpointName=name, WaiterConfig={"Delay": 15, "MaxAttempts": 160})
+    except WaiterError:
+        reason = client.describe_endpoint(EndpointName=name).get("FailureReason", "unknown")
+        raise SystemExit(f"endpoint {name} did not come into service: {reason} (the serving "
+                         "container's log is in CloudWatch: /aws/sagemaker/Endpoints/" + name + ")")
 
 
 def wait_for_local_endpoint(sagemaker_session, timeout: float = 240) -> None:

@@ -72,18 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", action="store_true", help="with --local: use this machine's GPUs")
     parser.add_argument("--spot", action="store_true", help="managed spot training (AWS only)")
     parser.add_argument("--max-run-s", type=int, default=24 * 3600)
+    parser.add_argument("--no-wait", action="store_true", help="start the job and return")
     args = parser.parse_args(argv)
 
     sagemaker_session = common.session(args)
     hyperparameters = common.load_hyperparameters(args.hyperparameters, args.hp)
     job = estimator(args, sagemaker_session, hyperparameters)
+    wait = args.local or not args.no_wait  # local mode always runs to the end
     try:
-        job.fit(channels(args.data, args.local), wait=True, logs="All")
+        job.fit(channels(args.data, args.local), wait=wait, logs="All" if wait else "None")
     finally:
         if args.local:
             common.remove_local_containers("train", image_tag=args.image_tag)
     print(f"training job: {job.latest_training_job.name}")
-    print(f"model: {job.model_data}")
+    if wait:
+        print(f"model: {job.model_data}")
     return 0
 
 

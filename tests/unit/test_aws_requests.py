@@ -1,0 +1,168 @@
+"""What the launch scripts ask of AWS, checked against moto's server on 127.0.0.1 (S3, STS,
+SageMaker, Application Auto Scaling): the requests' shapes, since only AWS can run the jobs."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+import requests
+
+from scripts import common, sagemaker_cleanup, sagemaker_deploy, sagemaker_train, upload_data
+from tests.unit.test_server import free_port
+from train.metrics import METRIC_DEFINITIONS
+
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"  # moto's
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
+REGISTRY = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            requests.get(url, timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def aws(moto_url, monkeypatch):
+    """Every boto3 client of the scripts talks to moto."""
+    for key, value in {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+                       "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+                       "IMAGE_PREFIX": "byoc"}.items():
+        monkeypatch.setenv(key, value)
+    return boto3.Session(region_name=REGION)
+
+
+def test_upload_skips_what_is_there_and_checks_the_counts(aws, small_data, capsys):
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="data", CreateBucketConfiguration={"LocationConstraint": REGION})
+    total = sum(1 for _ in small_data.glob("*/*/*"))
+    assert upload_data.upload(small_data, "s3://data/shapes", s3) == {"uploaded": total, "skipped": 0}
+    assert "train: 48 images" in capsys.readouterr().out
+    assert upload_data.upload(small_data, "s3://data/shapes/", s3) == {"uploaded": 0, "skipped": total}
+    s3.delete_object(Bucket="data", Key="shapes/valid/001.Red_disc/" + next(
+        p.name for p in sorted((small_data / "valid" / "001.Red_disc").iterdir())))
+    assert upload_data.upload(small_data, "s3://data/shapes", s3)["uploaded"] == 1
+
+
+def test_upload_refuses_a_folder_without_splits(aws, tmp_path):
+    with pytest.raises(SystemExit, match="needs train/ and valid/"):
+        upload_data.upload(tmp_path, "s3://data/x", aws.client("s3"))
+
+
+@pytest.fixture
+def sent(monkeypatch) -> dict[str, list[dict]]:
+    """The parameters of every SageMaker API call the scripts make, by operation name."""
+    calls: dict[str, list[dict]] = {}
+    real_session = common.session
+
+    def recording_session(args):
+        session = real_session(args)
+        session.sagemaker_client.meta.events.register(
+            "provide-client-params.sagemaker.*",
+            lambda params, model, **_: calls.setdefault(model.name, []).append(params))
+        return session
+
+    monkeypatch.setattr(common, "session", recording_session)
+    return calls
+
+
+def test_training_job_request(aws, sent, capsys):
+    code = sagemaker_train.main([
+        "--data", "s3://data/dogs", "--output", "s3://data/runs", "--role", ROLE,
+        "--instance-type", "ml.g5.xlarge", "--instance-count", "2", "--spot", "--no-wait",
+        "--hp", "epochs=3", "--hp", "hidden_units=[512]", "--image-tag", "v1"])
+    assert code == 0
+    name = capsys.readouterr().out.split("training job: ")[1].split()[0]
+    assert aws.client("sagemaker").describe_training_job(TrainingJobName=name)  # moto has it
+    [job] = sent["CreateTrainingJob"]
+    assert job["TrainingJobName"] == name
+    assert job["AlgorithmSpecification"]["TrainingImage"] == f"{REGISTRY}/byoc-train:v1"
+    assert job["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
+    assert job["HyperParameters"] == {"epochs": "3", "hidden_units": "[512]"}
+    assert job["RoleArn"] == ROLE
+    assert job["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
+    assert job["ResourceConfig"]["InstanceCount"] == 2
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["CheckpointConfig"]["S3Uri"] == "s3://data/runs/checkpoints"
+    assert job["StoppingCondition"]["MaxWaitTimeInSeconds"] >= job["StoppingCondition"]["MaxRuntimeInSeconds"]
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
+    assert channels == {"train": "s3://data/dogs/train", "valid": "s3://data/dogs/valid",
+                        "test": "s3://data/dogs/test"}
+    assert job["OutputDataConfig"]["S3OutputPath"] == "s3://data/runs"
+
+
+def test_a_local_path_needs_local_mode(aws):
+    with pytest.raises(SystemExit, match="upload it to S3 first"):
+        common.uri("demo_data/train", local=False)
+    with pytest.raises(SystemExit, match="not an IAM role ARN"):
+        common.role(argparse.Namespace(role="SageMakerRole", local=False))
+
+
+def deploy_args(**overrides) -> argparse.Namespace:
+    values = dict(local=False, region=REGION, role=ROLE, image_tag="latest",
+                  model_data="s3://data/runs/job/output/model.tar.gz", endpoint_name="dogs",
+                  instance_type="ml.c5.xlarge", instance_count=1, gpu=False, serverless=False,
+                  memory_mb=3072, max_concurrency=5, autoscale_max=4, invocations_per_instance=100)
+    return argparse.Namespace(**{**values, **overrides})
+
+
+def test_endpoint_with_autoscaling_and_its_cleanup(aws):
+    session = common.session(deploy_args())
+    sagemaker_deploy.deploy(deploy_args(), session)
+    sm = aws.client("sagemaker")
+    config_name = sm.describe_endpoint(EndpointName="dogs")["EndpointConfigName"]
+    variant = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][0]
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.c5.xlarge", 1)
+    model = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]
+    assert model["Image"] == f"{REGISTRY}/byoc-serve:latest"
+    assert model["ModelDataUrl"] == "s3://data/runs/job/output/model.tar.gz"
+    autoscaling = aws.client("application-autoscaling")
+    target = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"][0]
+    assert (target["ResourceId"], target["MinCapacity"], target["MaxCapacity"]) == (
+        "endpoint/dogs/variant/AllTraffic", 1, 4)
+    policy = autoscaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"][0]
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
+        "SageMakerVariantInvocationsPerInstance")
+
+    deleted = sagemaker_cleanup.delete_endpoint(session, "dogs")
+    assert deleted[0] == "scalable target endpoint/dogs/variant/AllTraffic"
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+    assert autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+
+
+def test_gpu_and_serverless_endpoints(aws):
+    session = common.session(deploy_args())
+    sagemaker_deploy.deploy(deploy_args(endpoint_name="dogs-gpu", gpu=True, autoscale_max=0,
+                                        instance_type="ml.g4dn.xlarge"), session)
+    sagemaker_deploy.deploy(deploy_args(endpoint_name="dogs-serverless", serverless=True,
+                                        autoscale_max=0), session)
+    sm = aws.client("sagemaker")
+    images = {}
+    for name in ("dogs-gpu", "dogs-serverless"):
+        config = sm.describe_endpoint_config(
+            EndpointConfigName=sm.describe_endpoint(EndpointName=name)["EndpointConfigName"])
+        variant = config["ProductionVariants"][0]
+        images[name] = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]["Image"]
+        if name == "dogs-serverless":
+            assert variant["ServerlessConfig"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 5}
+        sagemaker_cleanup.delete_endpoint(session, name)
+    assert images == {"dogs-gpu": f"{REGISTRY}/byoc-serve-gpu:latest",
+                      "dogs-serverless": f"{REGISTRY}/byoc-serve:latest"}
