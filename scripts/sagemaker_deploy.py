@@ -14,12 +14,14 @@ Prints the endpoint name, for scripts/sagemaker_invoke.py and scripts/sagemaker_
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
 import requests
 
 from scripts import common
+from scripts.sagemaker_cleanup import delete_endpoint
 
 
 def make_model(args: argparse.Namespace, sagemaker_session, env: dict | None = None):
@@ -135,15 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     predictor = deploy(args, sagemaker_session)
     print(f"endpoint: {predictor.endpoint_name}")
     if args.local:  # the local endpoint lives as long as this process
-        print("serving in local mode; Ctrl-C deletes the endpoint")
+        print("serving in local mode; Ctrl-C (or SIGTERM) deletes the endpoint")
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
         finally:
-            from scripts.sagemaker_cleanup import delete_endpoint
-
+            for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not skip this
+                signal.signal(signum, signal.SIG_IGN)
             for item in delete_endpoint(sagemaker_session, predictor.endpoint_name, args.image_tag):
                 print(f"deleted {item}")
     return 0
