@@ -166,3 +166,40 @@ def test_gpu_and_serverless_endpoints(aws):
         sagemaker_cleanup.delete_endpoint(session, name)
     assert images == {"dogs-gpu": f"{REGISTRY}/byoc-serve-gpu:latest",
                       "dogs-serverless": f"{REGISTRY}/byoc-serve:latest"}
+
+
+@pytest.mark.parametrize("strategy", ["Bayesian", "Hyperband"])
+def test_tuning_job_request(aws, sent, capsys, strategy):
+    from scripts import sagemaker_tune
+    from tune import space
+
+    code = sagemaker_tune.main([
+        "--data", "s3://data/dogs", "--output", "s3://data/tuning", "--role", ROLE,
+        "--max-jobs", "12", "--max-parallel-jobs", "3", "--strategy", strategy,
+        "--warm-start-from", "byoc-tune-parent", "--hp", "epochs=6", "--hp", "lr=0.5", "--no-wait",
+        "--job-name", f"byoc-tune-{strategy.lower()}"])
+    assert code == 0
+    [request] = sent["CreateHyperParameterTuningJob"]
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == strategy
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize",
+                                                          "MetricName": "valid:accuracy"}
+    assert config["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 12
+    assert config["ResourceLimits"]["MaxParallelTrainingJobs"] == 3
+    assert config["TrainingJobEarlyStoppingType"] == ("Off" if strategy == "Hyperband" else "Auto")
+    ranges = config["ParameterRanges"]
+    tuned = {r["Name"] for kind in ranges.values() for r in kind}
+    assert tuned == {p.name for p in space.load()}
+    lr = next(r for r in ranges["ContinuousParameterRanges"] if r["Name"] == "lr")
+    assert lr["ScalingType"] == "Logarithmic"
+    if strategy == "Hyperband":
+        assert config["StrategyConfig"]["HyperbandStrategyConfig"]["MaxResource"] == 6
+    assert request["WarmStartConfig"]["ParentHyperParameterTuningJobs"] == [
+        {"HyperParameterTuningJobName": "byoc-tune-parent"}]
+    definition = request["TrainingJobDefinition"]
+    assert definition["AlgorithmSpecification"]["TrainingImage"] == f"{REGISTRY}/byoc-train:latest"
+    assert definition["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
+    # lr is tuned, so the fixed value is dropped; epochs stays fixed.
+    static = definition["StaticHyperParameters"]
+    assert static["epochs"] == "6" and "lr" not in static
+    assert f"tuning job: byoc-tune-{strategy.lower()}" in capsys.readouterr().out

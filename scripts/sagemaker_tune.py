@@ -1,0 +1,108 @@
+"""Run a SageMaker hyperparameter tuning job over tune/search_space.json (SDK v2 HyperparameterTuner
+around the same Estimator as scripts/sagemaker_train.py).
+
+    python -m scripts.sagemaker_tune --data s3://BUCKET/dogs --output s3://BUCKET/tuning \
+        --role arn:aws:iam::ACCOUNT:role/SageMakerRole --max-jobs 20 --max-parallel-jobs 2 \
+        --hp epochs=8 [--strategy Bayesian|Random|Hyperband] [--warm-start-from PARENT_JOB]
+
+The objective is train/'s validation accuracy, maximised, read from the training log. When the
+tuning job ends, prints the best training job, its hyperparameters and its objective value.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from scripts import common, sagemaker_train
+from train.metrics import METRIC_DEFINITIONS
+from tune import space as search_space
+
+
+def tuner(args: argparse.Namespace, sagemaker_session, hyperparameters: dict):
+    from sagemaker.tuner import (HyperbandStrategyConfig, HyperparameterTuner, StrategyConfig,
+                                 WarmStartConfig, WarmStartTypes)
+
+    ranges = search_space.sagemaker_ranges(search_space.load(args.space))
+    fixed = {k: v for k, v in hyperparameters.items() if k not in ranges}
+    extra = {}
+    if args.strategy == "Hyperband":  # stops weak jobs early by epochs: needs the per-epoch metric
+        epochs = int(fixed.get("epochs", 10))
+        extra["strategy_config"] = StrategyConfig(hyperband_strategy_config=HyperbandStrategyConfig(
+            min_resource=1, max_resource=epochs))
+    if args.warm_start_from:
+        extra["warm_start_config"] = WarmStartConfig(
+            WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM, parents={args.warm_start_from})
+    return HyperparameterTuner(
+        estimator=sagemaker_train.estimator(args, sagemaker_session, fixed),
+        objective_metric_name=search_space.OBJECTIVE_METRIC,
+        objective_type=search_space.OBJECTIVE_TYPE,
+        # The tuner does not take these from the estimator: without them SageMaker cannot read
+        # the objective from a custom image's log.
+        metric_definitions=METRIC_DEFINITIONS,
+        hyperparameter_ranges=ranges,
+        strategy=args.strategy,
+        max_jobs=args.max_jobs,
+        max_parallel_jobs=args.max_parallel_jobs,
+        # Hyperband does its own early stopping; the others use SageMaker's median rule.
+        early_stopping_type="Off" if args.strategy == "Hyperband" else "Auto",
+        base_tuning_job_name="byoc-tune",
+        **extra,
+    )
+
+
+def report(sagemaker_session, job_name: str) -> None:
+    client = sagemaker_session.sagemaker_client
+    tuning = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name)
+    best = tuning.get("BestTrainingJob")
+    if not best:
+        print(f"{job_name}: {tuning['HyperParameterTuningJobStatus']}, no completed training job")
+        return
+    objective = best["FinalHyperParameterTuningJobObjectiveMetric"]
+    print(f"best training job: {best['TrainingJobName']}")
+    print(f"{objective['MetricName']}: {objective['Value']}")
+    for name, value in sorted(best["TunedHyperParameters"].items()):
+        print(f"    {name} = {value}")
+    job = client.describe_training_job(TrainingJobName=best["TrainingJobName"])
+    print(f"model: {job['ModelArtifacts']['S3ModelArtifacts']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common.add_common_arguments(parser)
+    parser.add_argument("--data", required=True, help="s3:// prefix with train/ valid/ [test/]")
+    parser.add_argument("--output", required=True, help="s3:// prefix for the jobs' models")
+    parser.add_argument("--space", default=search_space.DEFAULT_SPACE, help="search space JSON")
+    parser.add_argument("--hyperparameters", help="a JSON file of fixed hyperparameters")
+    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
+                        help="a fixed hyperparameter (the search space's names are tuned)")
+    parser.add_argument("--strategy", choices=("Bayesian", "Random", "Hyperband"), default="Bayesian")
+    parser.add_argument("--max-jobs", type=int, default=20)
+    parser.add_argument("--max-parallel-jobs", type=int, default=2)
+    parser.add_argument("--warm-start-from", help="a finished tuning job to learn from")
+    parser.add_argument("--instance-type", default="ml.g4dn.xlarge")
+    parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--spot", action="store_true", help="managed spot training")
+    parser.add_argument("--max-run-s", type=int, default=4 * 3600)
+    parser.add_argument("--no-wait", action="store_true", help="start the tuning job and return")
+    parser.add_argument("--job-name", default=f"byoc-tune-{time.strftime('%y%m%d-%H%M%S')}",
+                        help="at most 32 characters")
+    args = parser.parse_args(argv)
+    if args.local:
+        parser.error("SageMaker's tuner does not run in local mode: use python -m tune.local")
+    args.gpu = False
+
+    sagemaker_session = common.session(args)
+    hyperparameters = common.load_hyperparameters(args.hyperparameters, args.hp)
+    job = tuner(args, sagemaker_session, hyperparameters)
+    job.fit(sagemaker_train.channels(args.data, local=False), job_name=args.job_name,
+            wait=not args.no_wait)
+    name = job.latest_tuning_job.name
+    print(f"tuning job: {name}")
+    if not args.no_wait:
+        report(sagemaker_session, name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
