@@ -1,0 +1,60 @@
+"""tune.local end to end: real (tiny) training runs as trials, a resumable study, failures kept."""
+from __future__ import annotations
+
+import csv
+import json
+
+import optuna
+
+from tests.conftest import TINY
+from train.config import from_hyperparameters
+from tune import local
+
+FIXED = [f"--hp={k}={v}" for k, v in {**TINY, "epochs": "2"}.items()]
+
+
+def read_trials(out):
+    with open(out / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_small_study_writes_the_best_configuration_and_resumes(small_data_master, tmp_path):
+    out = tmp_path / "tuning"
+    assert local.main(["--data", str(small_data_master), "--trials", "3", "--out", str(out), *FIXED]) == 0
+    rows = read_trials(out)
+    assert len(rows) == 3 and {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
+    best = json.loads((out / "best_hyperparameters.json").read_text())
+    assert all(isinstance(v, str) for v in best.values())  # as hyperparameters.json holds them
+    config = from_hyperparameters(best)
+    assert config.epochs == 2 and config.image_size == 32
+    completed = [r for r in rows if r["state"] == "COMPLETE"]
+    assert float(best["lr"]) == float(max(completed, key=lambda r: float(r["valid:accuracy"]))["lr"])
+    for name in ("objective_by_trial.png", "parameter_importance.png", "study.db"):
+        assert (out / name).stat().st_size > 0
+
+    # The same storage again: the study goes on where it was.
+    assert local.main(["--data", str(small_data_master), "--trials", "1", "--out", str(out), *FIXED]) == 0
+    assert [r["trial"] for r in read_trials(out)] == ["0", "1", "2", "3"]
+    study = optuna.load_study(study_name="byoc", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 4
+
+
+def test_failed_trials_are_recorded_with_their_reason(small_data_master, tmp_path):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"lr": {"type": "categorical", "values": [1e30, 1e31]}}))
+    out = tmp_path / "tuning"
+    code = local.main(["--data", str(small_data_master), "--trials", "2", "--out", str(out),
+                       "--space", str(space), *FIXED, "--hp=epochs=3"])
+    assert code == 1  # no trial completed
+    rows = read_trials(out)
+    assert [r["state"] for r in rows] == ["FAIL", "FAIL"]
+    assert all("training exited with 1" in r["failure"] and "nan" in r["failure"].lower()
+               for r in rows), rows
+
+
+def test_a_trial_past_its_timeout_fails_and_the_study_goes_on(small_data_master, tmp_path):
+    out = tmp_path / "tuning"
+    code = local.main(["--data", str(small_data_master), "--trials", "2", "--out", str(out),
+                       "--trial-timeout-s", "1", *FIXED])
+    assert code == 1
+    assert [r["failure"] for r in read_trials(out)] == ["ran past the trial timeout of 1 s"] * 2
