@@ -9,6 +9,9 @@ after every epoch, and the median pruner stops trials that fall behind. A trial 
 (a bad combination, out of memory, a NaN loss) or runs past --trial-timeout-s is recorded as
 failed with its reason, and the study goes on.
 
+With --fast, the backbone is frozen and its features are computed once (tune/features.py): each
+trial trains only the head on them, in seconds.
+
 The study lives in SQLite (--storage; several processes may share it). At the end, in --out:
 best_hyperparameters.json (strings, as the training container's hyperparameters.json takes
 them), trials.csv, objective_by_trial.png and parameter_importance.png.
@@ -84,13 +87,31 @@ def run_trial(trial: optuna.Trial, cmd: list[str], out: Path, timeout_s: float) 
     return best
 
 
-def objective(args, space, fixed: dict):
+def fast_trial(trial: optuna.Trial, features, hyperparameters: dict) -> float:
+    """The head alone on cached backbone features (tune/features.py)."""
+    from tune.features import train_head
+
+    def report(epoch: int, accuracy: float) -> None:
+        trial.report(accuracy, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} at {accuracy:.4f}")
+
+    config = from_hyperparameters({k: str(v) for k, v in hyperparameters.items()})
+    try:
+        return train_head(features, config, report)
+    except (FloatingPointError, RuntimeError) as e:  # NaN loss, out of memory
+        raise TrialFailed(str(e)) from None
+
+
+def objective(args, space, fixed: dict, features=None):
     def run(trial: optuna.Trial) -> float:
         chosen = search_space.suggest(trial, space)
         hyperparameters = {**fixed, **chosen}
         out = args.out / "trials" / f"trial-{trial.number:04d}"
         cmd = train_command(args.data, out, args.out / "cache", hyperparameters)
         try:
+            if features is not None:
+                return fast_trial(trial, features, hyperparameters)
             return run_trial(trial, cmd, out, args.trial_timeout_s)
         except TrialFailed as e:
             trial.set_user_attr("failure", str(e))
@@ -171,20 +192,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study-name", default="byoc")
     parser.add_argument("--trial-timeout-s", type=float, default=3600)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fast", action="store_true",
+                        help="freeze the backbone (finetune_blocks=0) and train only the head on "
+                             "its cached features: seconds per trial")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     space = search_space.load(args.space)
+    fixed = dict(item.split("=", 1) for item in args.hp)
+    features = None
+    if args.fast:
+        from tune.features import FEATURE_FIELDS, extract
+
+        changing = sorted({p.name for p in space} & set(FEATURE_FIELDS))
+        if changing:
+            parser.error(f"--fast needs a fixed backbone and input: {', '.join(changing)} "
+                         "cannot be tuned with it")
+        space = [p for p in space if p.name != "finetune_blocks"]
+        fixed["finetune_blocks"] = "0"
     tuned = {p.name for p in space}
-    fixed = {k: v for k, v in (item.split("=", 1) for item in args.hp) if k not in tuned}
-    from_hyperparameters(fixed)  # a bad fixed value fails now, not in every trial
+    fixed = {k: v for k, v in fixed.items() if k not in tuned}
+    base = from_hyperparameters(fixed)  # a bad fixed value fails now, not in every trial
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.fast:
+        features = extract(base, args.data, args.out / "cache")
     study = optuna.create_study(
         study_name=args.study_name, storage=args.storage or f"sqlite:///{args.out / 'study.db'}",
         load_if_exists=True, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=args.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
-    study.optimize(objective(args, space, fixed), n_trials=args.trials, catch=(TrialFailed,))
+    study.optimize(objective(args, space, fixed, features), n_trials=args.trials,
+                   catch=(TrialFailed,))
 
     print_table(study)
     write_report(study, args.out)

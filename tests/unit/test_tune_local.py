@@ -5,6 +5,7 @@ import csv
 import json
 
 import optuna
+import pytest
 
 from tests.conftest import TINY
 from train.config import from_hyperparameters
@@ -58,3 +59,37 @@ def test_a_trial_past_its_timeout_fails_and_the_study_goes_on(small_data_master,
                        "--trial-timeout-s", "1", *FIXED])
     assert code == 1
     assert [r["failure"] for r in read_trials(out)] == ["ran past the trial timeout of 1 s"] * 2
+
+
+def test_fast_trials_reuse_cached_features_and_their_best_trains_normally(small_data_master,
+                                                                          tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "tuning"
+    args = ["--data", str(small_data_master), "--out", str(out), "--fast", *FIXED]
+    assert local.main([*args, "--trials", "4"]) == 0
+    [features] = (out / "cache").glob("features-*.npz")
+    made = features.stat().st_mtime_ns
+    assert local.main([*args, "--trials", "2"]) == 0
+    assert features.stat().st_mtime_ns == made  # computed once, then read
+    rows = read_trials(out)
+    assert len(rows) == 6 and "finetune_blocks" not in rows[0]
+    best = json.loads((out / "best_hyperparameters.json").read_text())
+    assert best["finetune_blocks"] == "0"
+    cmd = [sys.executable, "-m", "train.train", "--data-dir", str(small_data_master),
+           "--output-root", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
+    cmd += [arg for k, v in best.items() for arg in (f"--{k}", v)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_fast_trials_refuse_a_space_that_changes_the_features(small_data_master, tmp_path, capsys):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"image_size": {"type": "categorical", "values": [32, 48]}}))
+    with pytest.raises(SystemExit) as stopped:
+        local.main(["--data", str(small_data_master), "--fast", "--space", str(space), *FIXED])
+    assert stopped.value.code == 2
+    assert "image_size cannot be tuned with it" in capsys.readouterr().err
