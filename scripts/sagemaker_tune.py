@@ -14,6 +14,8 @@ import argparse
 import sys
 import time
 
+from botocore.exceptions import ClientError
+
 from scripts import common, sagemaker_train
 from train.metrics import METRIC_DEFINITIONS
 from tune import space as search_space
@@ -63,8 +65,11 @@ def report(sagemaker_session, job_name: str) -> None:
     print(f"{objective['MetricName']}: {objective['Value']}")
     for name, value in sorted(best["TunedHyperParameters"].items()):
         print(f"    {name} = {value}")
-    job = client.describe_training_job(TrainingJobName=best["TrainingJobName"])
-    print(f"model: {job['ModelArtifacts']['S3ModelArtifacts']}")
+    try:
+        job = client.describe_training_job(TrainingJobName=best["TrainingJobName"])
+        print(f"model: {job['ModelArtifacts']['S3ModelArtifacts']}")
+    except ClientError as e:  # e.g. no sagemaker:DescribeTrainingJob permission
+        print(f"model: unknown ({e.response['Error']['Message']})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -203,3 +203,20 @@ def test_tuning_job_request(aws, sent, capsys, strategy):
     static = definition["StaticHyperParameters"]
     assert static["epochs"] == "6" and "lr" not in static
     assert f"tuning job: byoc-tune-{strategy.lower()}" in capsys.readouterr().out
+
+
+def test_the_tuning_report_reads_the_job_back(aws, sent, capsys):
+    from scripts import sagemaker_tune
+
+    sagemaker_tune.main(["--data", "s3://data/dogs", "--output", "s3://data/tuning", "--role", ROLE,
+                         "--no-wait", "--job-name", "byoc-tune-report"])
+    session = common.session(argparse.Namespace(local=False, region=REGION))
+    sagemaker_tune.report(session, "byoc-tune-report")
+    printed = capsys.readouterr().out
+    # moto answers a made-up best job (and no such training job): the report shows what it has.
+    best = aws.client("sagemaker").describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName="byoc-tune-report")["BestTrainingJob"]
+    assert f"best training job: {best['TrainingJobName']}" in printed
+    objective = best["FinalHyperParameterTuningJobObjectiveMetric"]
+    assert f"{objective['MetricName']}: {objective['Value']}" in printed
+    assert "model: unknown (" in printed
