@@ -27,11 +27,10 @@ import torch
 
 from artifact.manifest import Manifest, Preprocessing
 from artifact.network import build_network
-from scripts.local_endpoint import docker_command, wait_until_healthy
+from scripts.local_endpoint import docker_command, free_port, wait_until_healthy
 from scripts.make_demo_data import make_image
 from serve.predictor import load_predictor
 from serve.settings import Settings
-from tests.unit.test_server import free_port
 from train.export import write_artifact
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import mimetypes
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,13 @@ import uuid
 from pathlib import Path
 
 import requests
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a container or server started next."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def docker_command(image: str, model_dir: Path, port: int, name: str,

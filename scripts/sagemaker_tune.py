@@ -17,7 +17,7 @@ import time
 from botocore.exceptions import ClientError
 
 from scripts import common, sagemaker_train
-from train.metrics import METRIC_DEFINITIONS
+from train.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC, OBJECTIVE_TYPE
 from tune import space as search_space
 
 
@@ -37,8 +37,8 @@ def tuner(args: argparse.Namespace, sagemaker_session, hyperparameters: dict):
             WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM, parents={args.warm_start_from})
     return HyperparameterTuner(
         estimator=sagemaker_train.estimator(args, sagemaker_session, fixed),
-        objective_metric_name=search_space.OBJECTIVE_METRIC,
-        objective_type=search_space.OBJECTIVE_TYPE,
+        objective_metric_name=OBJECTIVE_METRIC,
+        objective_type=OBJECTIVE_TYPE,
         # The tuner does not take these from the estimator: without them SageMaker cannot read
         # the objective from a custom image's log.
         metric_definitions=METRIC_DEFINITIONS,

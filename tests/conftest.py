@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.make_demo_data import generate  # noqa: E402
+
+MOTO_REGION = "eu-west-1"
 
 # Hyperparameters that train in seconds on a CPU: the pipeline, not the accuracy, is under test.
 TINY = {
@@ -48,3 +52,38 @@ def trained_model(small_data_master, tmp_path_factory) -> Path:
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out / "model"
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    """moto's server on 127.0.0.1: S3, STS, ECR, SageMaker, Application Auto Scaling."""
+    import requests
+
+    from scripts.local_endpoint import free_port
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            requests.get(url, timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def aws(moto_url, monkeypatch):
+    """Every boto3 client of the scripts talks to moto."""
+    import boto3
+
+    for key, value in {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": MOTO_REGION,
+                       "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+                       "IMAGE_PREFIX": "byoc"}.items():
+        monkeypatch.setenv(key, value)
+    return boto3.Session(region_name=MOTO_REGION)

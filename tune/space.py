@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from train.config import TrainConfig, parse_value
-from train.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC, OBJECTIVE_TYPE
 
 DEFAULT_SPACE = Path(__file__).resolve().parent / "search_space.json"
-OBJECTIVE_REGEX = next(d["Regex"] for d in METRIC_DEFINITIONS if d["Name"] == OBJECTIVE_METRIC)
 _TYPES = typing.get_type_hints(TrainConfig)
 
 

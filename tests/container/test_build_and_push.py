@@ -11,8 +11,8 @@ import time
 import pytest
 import requests
 
+from scripts.local_endpoint import free_port
 from tests.conftest import ROOT
-from tests.unit.test_server import free_port
 
 SCRIPT = str(ROOT / "build_and_push.sh")
 
@@ -71,23 +71,6 @@ def test_pushes_both_images_to_a_registry_and_they_pull_back(train_image, serve_
         subprocess.run(["docker", "rmi", f"{repository}:v-test"], capture_output=True)
 
 
-@pytest.fixture
-def moto_server():
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            requests.get(url, timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
-
-
 def aws_env(endpoint: str) -> dict:
     venv_bin = os.path.dirname(sys.executable)  # the .venv's aws CLI comes first
     return {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "AWS_ENDPOINT_URL": endpoint,
@@ -96,9 +79,9 @@ def aws_env(endpoint: str) -> dict:
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
 
 
-def test_ecr_dry_run_finds_the_account_and_plans_every_step(docker, moto_server):
+def test_ecr_dry_run_finds_the_account_and_plans_every_step(docker, moto_url):
     result = subprocess.run([SCRIPT, "--dry-run", "--tag", "1.2.3", "serve"],
-                            env=aws_env(moto_server), capture_output=True, text=True, timeout=120)
+                            env=aws_env(moto_url), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     registry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"  # moto's account
     lines = result.stdout.splitlines()
@@ -112,21 +95,21 @@ def test_ecr_dry_run_finds_the_account_and_plans_every_step(docker, moto_server)
         assert f"+ docker push --quiet {registry}/byoc-serve:{tag}" in lines
 
 
-def test_an_existing_ecr_repository_is_not_created_again(docker, moto_server):
+def test_an_existing_ecr_repository_is_not_created_again(docker, moto_url):
     import boto3
 
-    ecr = boto3.client("ecr", endpoint_url=moto_server, region_name="eu-west-1",
+    ecr = boto3.client("ecr", endpoint_url=moto_url, region_name="eu-west-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     ecr.create_repository(repositoryName="byoc-train")
-    result = subprocess.run([SCRIPT, "--dry-run", "train", "serve"], env=aws_env(moto_server),
+    result = subprocess.run([SCRIPT, "--dry-run", "train", "serve"], env=aws_env(moto_url),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "--repository-name byoc-train" not in result.stdout
     assert "--repository-name byoc-serve" in result.stdout
 
 
-def test_missing_credentials_and_region_are_explained(docker, moto_server):
-    env = aws_env(moto_server)
+def test_missing_credentials_and_region_are_explained(docker, moto_url):
+    env = aws_env(moto_url)
     del env["AWS_REGION"]
     env.pop("AWS_DEFAULT_REGION", None)
     result = subprocess.run([SCRIPT, "--dry-run"], env=env, capture_output=True, text=True)

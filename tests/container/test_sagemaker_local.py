@@ -10,8 +10,8 @@ import tarfile
 import pytest
 
 from scripts import common, sagemaker_cleanup, sagemaker_deploy, sagemaker_invoke, sagemaker_train
+from scripts.local_endpoint import free_port
 from tests.conftest import ROOT
-from tests.unit.test_server import free_port
 
 
 def our_containers() -> list[str]:

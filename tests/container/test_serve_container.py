@@ -16,8 +16,7 @@ import pytest
 import requests
 from PIL import Image
 
-from scripts.local_endpoint import content_type, docker_command, wait_until_healthy
-from tests.unit.test_server import free_port
+from scripts.local_endpoint import content_type, docker_command, free_port, wait_until_healthy
 
 CUSTOM = "X-Amzn-SageMaker-Custom-Attributes"
 

@@ -3,50 +3,16 @@ SageMaker, Application Auto Scaling): the requests' shapes, since only AWS can r
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
-import time
 
-import boto3
 import pytest
-import requests
 
 from scripts import common, sagemaker_cleanup, sagemaker_deploy, sagemaker_train, upload_data
-from tests.unit.test_server import free_port
+from tests.conftest import MOTO_REGION as REGION
 from train.metrics import METRIC_DEFINITIONS
 
-REGION = "eu-west-1"
 ACCOUNT = "123456789012"  # moto's
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
 REGISTRY = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            requests.get(url, timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
-
-
-@pytest.fixture
-def aws(moto_url, monkeypatch):
-    """Every boto3 client of the scripts talks to moto."""
-    for key, value in {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-                       "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-                       "IMAGE_PREFIX": "byoc"}.items():
-        monkeypatch.setenv(key, value)
-    return boto3.Session(region_name=REGION)
 
 
 def test_upload_skips_what_is_there_and_checks_the_counts(aws, small_data, capsys):

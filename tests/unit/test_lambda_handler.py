@@ -11,7 +11,7 @@ from botocore.stub import Stubber
 from sagemaker.local.local_session import LocalSagemakerRuntimeClient
 
 from scripts import lambda_handler
-from tests.unit.test_aws_requests import REGION, aws, moto_url  # noqa: F401 (fixtures)
+from tests.conftest import MOTO_REGION as REGION
 from tests.unit.test_server import start, wait_ready
 
 
