@@ -47,6 +47,7 @@ def registry(tmp_path):
     yield address
     process.terminate()
     process.wait(timeout=10)
+    shutil.rmtree(tmp_path / "data", ignore_errors=True)  # gigabytes of layers
 
 
 def test_pushes_both_images_to_a_registry_and_they_pull_back(train_image, serve_image, registry):
