@@ -18,10 +18,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    ORT_DISABLE_TELEMETRY=1
 WORKDIR /opt/program
 EXPOSE 8080
-# Exec form: gunicorn's master is PID 1 and gets SageMaker's SIGTERM itself.
+# ORT_DISABLE_TELEMETRY: ONNX Runtime (>= 1.29) would otherwise upload usage events from every
+# endpoint and write a device id. Exec form: gunicorn's master is PID 1 and gets SageMaker's SIGTERM itself.
 ENTRYPOINT ["/opt/venv/bin/python", "-m", "serve.server"]
 CMD ["serve"]
 

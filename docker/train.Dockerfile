@@ -33,13 +33,15 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install /tmp/wheels/*.whl -r /tmp/requirements/train.txt \
  && rm -rf /tmp/wheels /tmp/requirements
 
-# /opt/ml is SageMaker's during training: the code lives elsewhere.
+# /opt/ml is SageMaker's during training: the code lives elsewhere. ORT_DISABLE_TELEMETRY:
+# ONNX Runtime (checking the ONNX export) would otherwise upload usage events.
 COPY artifact /opt/program/artifact
 COPY train /opt/program/train
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/program \
     PYTHONUNBUFFERED=1 \
-    SAGEMAKER_TRAINING_MODULE=train.launcher:main
+    SAGEMAKER_TRAINING_MODULE=train.launcher:main \
+    ORT_DISABLE_TELEMETRY=1
 WORKDIR /opt/program
 # No ENTRYPOINT: SageMaker passes `train` as the command (SDK v2); SDK v3 passes none.
 CMD ["train"]

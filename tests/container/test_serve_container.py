@@ -58,6 +58,7 @@ def test_ping_answers_within_seconds_of_start(endpoint):
     assert endpoint.started_s < 30
     ping = requests.get(f"{endpoint.url}/ping", timeout=2)
     assert ping.status_code == 200 and ping.json()["model"]["backend"] == "onnx"
+    assert "telemetry" not in endpoint.logs().lower()  # ONNX Runtime's is switched off
 
 
 def test_classifies_the_demo_test_images_as_training_evaluated_them(endpoint, demo_data, demo_job):
