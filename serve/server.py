@@ -19,7 +19,7 @@ from gunicorn.app.base import BaseApplication
 
 from artifact.manifest import ArtifactError, read_manifest
 from serve.predictor import choose_backend
-from serve.settings import Settings, SettingsError
+from serve.settings import Settings, SettingsError, visible_gpus
 
 log = logging.getLogger("serve")
 
@@ -59,7 +59,14 @@ def worker_user(name: str) -> dict:
     return {"user": entry.pw_uid, "group": entry.pw_gid}
 
 
-def gunicorn_options(settings: Settings) -> dict:
+def spread_over_gpus(gpus: list[str]):
+    """A post_fork hook: each new worker sees one GPU, in turn (before it initialises CUDA)."""
+    def post_fork(server, worker):
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[(worker.age - 1) % len(gpus)]
+    return post_fork
+
+
+def gunicorn_options(settings: Settings, gpus: list[str] | None = None) -> dict:
     return {
         "bind": f"0.0.0.0:{settings.port}",
         "workers": settings.workers,
@@ -74,6 +81,7 @@ def gunicorn_options(settings: Settings) -> dict:
         "errorlog": "-",
         "loglevel": "info",
         **worker_user(settings.user),
+        **({"post_fork": spread_over_gpus(gpus)} if gpus else {}),
     }
 
 
@@ -89,13 +97,17 @@ def main(argv: list[str]) -> int:
         # Cheap checks here, so a wrong folder fails with one clear line instead of per worker.
         manifest = read_manifest(settings.model_dir)
         backend = choose_backend(settings.model_dir, settings.backend)
+        gpus = visible_gpus() if backend == "torch" else []
+        if gpus:
+            settings = Settings.from_environment(gpus=len(gpus))
     except (SettingsError, ArtifactError) as e:
         log.error("cannot serve: %s", e)
         return 1
-    log.info("serving %s (%d classes) from %s with %s: %d worker(s) x %d thread(s) on port %d",
+    log.info("serving %s (%d classes) from %s with %s: %d worker(s) x %d thread(s)%s on port %d",
              manifest.name, manifest.num_classes, settings.model_dir, backend, settings.workers,
-             settings.threads_per_worker, settings.port)
-    Server(settings, gunicorn_options(settings)).run()
+             settings.threads_per_worker, f", GPUs {','.join(gpus)}" if gpus else "",
+             settings.port)
+    Server(settings, gunicorn_options(settings, gpus)).run()
     return 0
 
 

@@ -20,11 +20,22 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def visible_gpus(env: dict[str, str] | None = None) -> list[str]:
+    """NVIDIA GPUs this container may use: CUDA_VISIBLE_DEVICES, else the /dev/nvidiaN devices
+    (looked up without initialising CUDA, which a forking server must not do)."""
+    env = os.environ if env is None else env
+    if "CUDA_VISIBLE_DEVICES" in env:
+        ids = [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",")]
+        return [] if not ids or ids[0] in ("", "-1", "none", "NoDevFiles") else ids
+    devices = Path("/dev").glob("nvidia[0-9]*")
+    return sorted((d.name.removeprefix("nvidia") for d in devices), key=int)
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path = Path("/opt/ml/model")  # BYOC_MODEL_DIR; SageMaker unpacks model.tar.gz here
     port: int = 8080  # SAGEMAKER_BIND_TO_PORT
-    workers: int = 1  # SAGEMAKER_MODEL_SERVER_WORKERS; default: one per CPU
+    workers: int = 1  # SAGEMAKER_MODEL_SERVER_WORKERS; default: one per CPU, or per GPU (torch)
     threads_per_worker: int = 1  # BYOC_THREADS_PER_WORKER; default: CPUs / workers
     timeout_s: int = 60  # SAGEMAKER_MODEL_SERVER_TIMEOUT; SageMaker's own limit is 60 s
     backend: str = "auto"  # BYOC_BACKEND: auto (ONNX Runtime when possible), onnx, torch
@@ -35,7 +46,9 @@ class Settings:
     user: str = "model-server"  # BYOC_SERVER_USER: workers drop root to it; "root" keeps root
 
     @classmethod
-    def from_environment(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_environment(cls, env: dict[str, str] | None = None, gpus: int = 0) -> "Settings":
+        """gpus: GPUs the PyTorch backend will use; then one worker per GPU by default (each
+        worker holds a CUDA context and its own copy of the model)."""
         env = os.environ if env is None else env
 
         def number(name: str, default: float, minimum: float, kind=int):
@@ -52,7 +65,7 @@ class Settings:
             return value
 
         cpus = available_cpus()
-        workers = number("SAGEMAKER_MODEL_SERVER_WORKERS", cpus, 1)
+        workers = number("SAGEMAKER_MODEL_SERVER_WORKERS", gpus or cpus, 1)
         backend = env.get("BYOC_BACKEND", "auto").strip().lower() or "auto"
         if backend not in BACKENDS:
             raise SettingsError(f"BYOC_BACKEND={backend!r}: choose one of {', '.join(BACKENDS)}")

@@ -10,7 +10,7 @@ import pytest
 from artifact.manifest import ArtifactError
 from serve import predictor as predictor_module
 from serve.predictor import choose_backend, load_predictor
-from serve.settings import Settings, SettingsError
+from serve.settings import Settings, SettingsError, visible_gpus
 
 
 @pytest.fixture
@@ -93,3 +93,32 @@ def test_settings_defaults_share_the_cpus_between_workers(monkeypatch):
 def test_bad_settings_say_which_variable(env, message):
     with pytest.raises(SettingsError, match=message.replace("(", "\\(")):
         Settings.from_environment(env)
+
+
+@pytest.mark.parametrize("visible, expected", [
+    ("0,1", ["0", "1"]), ("3", ["3"]), ("", []), ("-1", []), ("GPU-8f2c,GPU-11aa", ["GPU-8f2c", "GPU-11aa"]),
+])
+def test_visible_gpus_follow_cuda_visible_devices(visible, expected):
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": visible}) == expected
+
+
+def test_pytorch_on_gpus_gets_one_worker_per_gpu_and_each_worker_its_own(monkeypatch):
+    """Without a GPU here, the defaults and the post-fork hook are what can be checked."""
+    import os
+    from types import SimpleNamespace
+
+    from serve.server import gunicorn_options
+
+    monkeypatch.setattr("serve.settings.available_cpus", lambda: 8)
+    settings = Settings.from_environment({}, gpus=2)
+    assert (settings.workers, settings.threads_per_worker) == (2, 4)
+    explicit = Settings.from_environment({"SAGEMAKER_MODEL_SERVER_WORKERS": "4"}, gpus=2)
+    assert explicit.workers == 4
+    options = gunicorn_options(settings, ["0", "1"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    seen = []
+    for age in (1, 2, 3):
+        options["post_fork"](None, SimpleNamespace(age=age))
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["0", "1", "0"]
+    assert "post_fork" not in gunicorn_options(settings)
