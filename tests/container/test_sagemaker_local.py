@@ -4,6 +4,8 @@ and leave no containers behind."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
 import tarfile
 
@@ -26,8 +28,11 @@ def our_containers() -> list[str]:
 
 @pytest.fixture
 def local_mode(monkeypatch, train_image, serve_image):
-    if subprocess.run(["docker-compose", "version"], capture_output=True).returncode != 0:
-        pytest.fail("SageMaker local mode needs docker-compose (apt-get install docker-compose)")
+    if shutil.which("docker-compose") is None:
+        message = "SageMaker local mode needs docker-compose (apt-get install docker-compose)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     monkeypatch.setenv("IMAGE_PREFIX", "byoc-test")
     monkeypatch.setenv("PORT", str(free_port()))
     assert our_containers() == []
