@@ -164,7 +164,7 @@ def write_report(study: optuna.Study, out: Path) -> None:
         importance = optuna.importance.get_param_importances(study)
         figure, axis = plt.subplots(figsize=(7, 4))
         axis.barh(list(importance)[::-1], list(importance.values())[::-1])
-        axis.set(xlabel="importance (fANOVA)", title="parameter importance")
+        axis.set(xlabel="importance (Optuna's default evaluator, PED-ANOVA)", title="parameter importance")
         figure.tight_layout()
         figure.savefig(out / "parameter_importance.png", dpi=100)
         plt.close(figure)
