@@ -80,7 +80,7 @@ def extract(config: TrainConfig, data_dir: Path, cache_dir: Path) -> Features:
              classes=len(splits["train"].classes))
     log.info("backbone features: %d train, %d valid images, %d values each -> %s",
              len(arrays[0]), len(arrays[2]), arrays[0].shape[1], path)
-    return extract(config, data_dir, cache_dir)
+    return Features(*(torch.from_numpy(a) for a in arrays), len(splits["train"].classes))
 
 
 def train_head(features: Features, config: TrainConfig,
@@ -99,7 +99,8 @@ def train_head(features: Features, config: TrainConfig,
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
     size = len(features.train_y)
-    steps_per_epoch = max(1, size // config.batch_size if size > config.batch_size else 1)
+    # As train/'s loader: a last partial batch is dropped, unless it is the only one.
+    steps_per_epoch = size // config.batch_size if size > config.batch_size else 1
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
         round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch))
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)

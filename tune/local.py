@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import logging
 import subprocess
@@ -49,6 +50,13 @@ def train_command(data: Path, out: Path, cache: Path, hyperparameters: dict) -> 
     return cmd
 
 
+def report_epoch(trial: optuna.Trial, epoch: int, accuracy: float) -> None:
+    """Give Optuna one epoch's objective; stop the trial when the pruner says so."""
+    trial.report(accuracy, epoch)
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"pruned after epoch {epoch} at {accuracy:.4f}")
+
+
 def run_trial(trial: optuna.Trial, cmd: list[str], out: Path, timeout_s: float) -> float:
     """Runs one training, reporting each epoch's objective; returns the best one."""
     best, epoch = None, 0
@@ -67,10 +75,8 @@ def run_trial(trial: optuna.Trial, cmd: list[str], out: Path, timeout_s: float) 
                 values = parse_metrics(line).get(OBJECTIVE_METRIC)
                 if values:
                     epoch += 1
-                    trial.report(values[0], epoch)
                     best = values[0] if best is None else max(best, values[0])
-                    if trial.should_prune():
-                        raise optuna.TrialPruned(f"pruned after epoch {epoch} at {values[0]:.4f}")
+                    report_epoch(trial, epoch, values[0])
         finally:
             watchdog.cancel()
             if process.poll() is None:
@@ -91,14 +97,9 @@ def fast_trial(trial: optuna.Trial, features, hyperparameters: dict) -> float:
     """The head alone on cached backbone features (tune/features.py)."""
     from tune.features import train_head
 
-    def report(epoch: int, accuracy: float) -> None:
-        trial.report(accuracy, epoch)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch} at {accuracy:.4f}")
-
     config = from_hyperparameters({k: str(v) for k, v in hyperparameters.items()})
     try:
-        return train_head(features, config, report)
+        return train_head(features, config, functools.partial(report_epoch, trial))
     except (FloatingPointError, RuntimeError) as e:  # NaN loss, out of memory
         raise TrialFailed(str(e)) from None
 
@@ -107,11 +108,11 @@ def objective(args, space, fixed: dict, features=None):
     def run(trial: optuna.Trial) -> float:
         chosen = search_space.suggest(trial, space)
         hyperparameters = {**fixed, **chosen}
-        out = args.out / "trials" / f"trial-{trial.number:04d}"
-        cmd = train_command(args.data, out, args.out / "cache", hyperparameters)
         try:
             if features is not None:
                 return fast_trial(trial, features, hyperparameters)
+            out = args.out / "trials" / f"trial-{trial.number:04d}"
+            cmd = train_command(args.data, out, args.out / "cache", hyperparameters)
             return run_trial(trial, cmd, out, args.trial_timeout_s)
         except TrialFailed as e:
             trial.set_user_attr("failure", str(e))
