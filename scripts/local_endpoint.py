@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -39,22 +40,38 @@ def docker_command(image: str, model_dir: Path, port: int, name: str,
     return cmd + [image, "serve"]
 
 
-def wait_until_healthy(url: str, container: str, timeout: float = 240) -> float:
-    """Seconds until GET /ping answered 200 (SageMaker allows 4 minutes); fails if the container exits."""
+def wait_for_http(url: str, timeout: float = 240,
+                  ready: Callable[[requests.Response], bool] = lambda r: r.status_code == 200,
+                  stopped: Callable[[], str | None] = lambda: None) -> float:
+    """Seconds until GET url gives a ready answer. stopped() says why the server is gone (or
+    None while it runs), which ends the wait at once; past the timeout, TimeoutError."""
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
         try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+            if ready(requests.get(url, timeout=2)):
                 return time.perf_counter() - started
         except requests.RequestException:
             pass
-        state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container],
-                               capture_output=True, text=True).stdout.strip()
-        if state != "true":
-            logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
-            raise RuntimeError(f"the serving container stopped:\n{logs.stdout}{logs.stderr}")
+        reason = stopped()
+        if reason is not None:
+            raise RuntimeError(reason)
         time.sleep(0.05)
-    raise TimeoutError(f"{url}/ping did not answer 200 within {timeout:.0f} s")
+    raise TimeoutError(f"{url} was not ready within {timeout:.0f} s")
+
+
+def container_stopped(container: str) -> str | None:
+    """None while the container runs; else its log."""
+    state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container],
+                           capture_output=True, text=True).stdout.strip()
+    if state == "true":
+        return None
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+    return f"the serving container stopped:\n{logs.stdout}{logs.stderr}"
+
+
+def wait_until_healthy(url: str, container: str, timeout: float = 240) -> float:
+    """Seconds until GET /ping answered 200 (SageMaker allows 4 minutes); fails if the container exits."""
+    return wait_for_http(f"{url}/ping", timeout, stopped=lambda: container_stopped(container))
 
 
 def content_type(path: Path) -> str:

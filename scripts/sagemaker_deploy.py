@@ -18,9 +18,8 @@ import signal
 import sys
 import time
 
-import requests
-
 from scripts import common
+from scripts.local_endpoint import wait_for_http
 from scripts.sagemaker_cleanup import delete_endpoint
 
 
@@ -80,15 +79,11 @@ def wait_in_service(sagemaker_session, name: str) -> None:
 
 def wait_for_local_endpoint(sagemaker_session, timeout: float = 240) -> None:
     port = sagemaker_session.config["local"]["serving_port"]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if requests.get(f"http://localhost:{port}/ping", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"the local endpoint did not pass /ping on port {port} in {timeout:.0f} s")
+    try:
+        wait_for_http(f"http://localhost:{port}/ping", timeout)
+    except TimeoutError:
+        raise SystemExit(f"the local endpoint did not pass /ping on port {port} in {timeout:.0f} s"
+                         ) from None
 
 
 def autoscale(sagemaker_session, endpoint: str, minimum: int, maximum: int,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -54,23 +53,25 @@ def trained_model(small_data_master, tmp_path_factory) -> Path:
     return out / "model"
 
 
+def moto_environment(url: str) -> dict[str, str]:
+    """Environment that sends boto3 and the AWS CLI to moto at url, with its dummy account."""
+    return {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": MOTO_REGION,
+            "AWS_DEFAULT_REGION": MOTO_REGION, "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+
+
 @pytest.fixture(scope="session")
 def moto_url():
     """moto's server on 127.0.0.1: S3, STS, ECR, SageMaker, Application Auto Scaling."""
-    import requests
-
-    from scripts.local_endpoint import free_port
+    from scripts.local_endpoint import free_port, wait_for_http
 
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            requests.get(url, timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+    wait_for_http(url, 30, ready=lambda response: True,
+                  stopped=lambda: None if process.poll() is None else "moto's server exited")
     yield url
     process.terminate()
     process.wait(timeout=10)
@@ -81,9 +82,6 @@ def aws(moto_url, monkeypatch):
     """Every boto3 client of the scripts talks to moto."""
     import boto3
 
-    for key, value in {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": MOTO_REGION,
-                       "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-                       "IMAGE_PREFIX": "byoc"}.items():
+    for key, value in {**moto_environment(moto_url), "IMAGE_PREFIX": "byoc"}.items():
         monkeypatch.setenv(key, value)
     return boto3.Session(region_name=MOTO_REGION)

@@ -6,13 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
-from scripts.local_endpoint import free_port
-from tests.conftest import ROOT
+from scripts.local_endpoint import free_port, wait_for_http
+from tests.conftest import ROOT, moto_environment
 
 SCRIPT = str(ROOT / "build_and_push.sh")
 
@@ -38,12 +37,8 @@ def registry(tmp_path):
     process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     address = f"127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if requests.get(f"http://{address}/v2/", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+    wait_for_http(f"http://{address}/v2/", 30,
+                  stopped=lambda: None if process.poll() is None else "docker-registry exited")
     yield address
     process.terminate()
     process.wait(timeout=10)
@@ -74,10 +69,7 @@ def test_pushes_both_images_to_a_registry_and_they_pull_back(train_image, serve_
 
 def aws_env(endpoint: str) -> dict:
     venv_bin = os.path.dirname(sys.executable)  # the .venv's aws CLI comes first
-    return {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "eu-west-1", "AWS_CONFIG_FILE": "/dev/null",
-            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    return {**os.environ, **moto_environment(endpoint), "PATH": f"{venv_bin}:{os.environ['PATH']}"}
 
 
 def test_ecr_dry_run_finds_the_account_and_plans_every_step(docker, moto_url):

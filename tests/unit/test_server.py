@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from scripts.local_endpoint import free_port
+from scripts.local_endpoint import free_port, wait_for_http
 from tests.conftest import ROOT
 
 
@@ -26,16 +26,9 @@ def start(model_dir, *args, **env):
 
 
 def wait_ready(process, url, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert process.poll() is None, process.stdout.read()
-        try:
-            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server never answered /ping")
+    """Until /ping answers 200; the server's log as the error if it exits first."""
+    wait_for_http(f"{url}/ping", timeout,
+                  stopped=lambda: None if process.poll() is None else process.stdout.read())
 
 
 def test_serves_then_stops_cleanly_on_sigterm(trained_model, small_data_master):
