@@ -18,8 +18,6 @@ import boto3
 
 LOCAL_ROLE = "arn:aws:iam::111111111111:role/service-role/byoc-local"
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # v2 is pinned on purpose
-# The server's answer is JSON; its input is an image's raw bytes with the image's content type.
-CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

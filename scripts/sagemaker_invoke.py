@@ -17,7 +17,7 @@ from sagemaker.deserializers import JSONDeserializer
 from sagemaker.predictor import Predictor
 from sagemaker.serializers import IdentitySerializer
 
-from scripts import common
+from scripts import common, local_endpoint
 
 
 class ImagePredictor(Predictor):
@@ -30,10 +30,11 @@ class ImagePredictor(Predictor):
 
 
 def content_type(path: Path) -> str:
-    try:
-        return common.CONTENT_TYPES[path.suffix.lower()]
-    except KeyError:
-        raise SystemExit(f"{path}: send a .jpg, .jpeg or .png file") from None
+    """image/jpeg or image/png, the two types these callers send; anything else is refused."""
+    guessed = local_endpoint.content_type(path)
+    if guessed not in ("image/jpeg", "image/png"):
+        raise SystemExit(f"{path}: send a .jpg, .jpeg or .png file")
+    return guessed
 
 
 def with_predictor(predictor: Predictor, path: Path, top_k: int = 3) -> dict:
