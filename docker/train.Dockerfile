@@ -31,12 +31,15 @@ RUN python3 -m venv /opt/venv \
       /opt/venv/bin/pip install --index-url "$TORCH_INDEX_URL" \
         $(grep -E '^(torch|torchvision)==' /tmp/requirements/constraints.txt); fi \
  && /opt/venv/bin/pip install /tmp/wheels/*.whl -r /tmp/requirements/train.txt \
+ && /opt/venv/bin/pip install --no-deps -c /tmp/requirements/constraints.txt \
+      -r /tmp/requirements/smdebug.txt \
  && rm -rf /tmp/wheels /tmp/requirements
 
 # /opt/ml is SageMaker's during training: the code lives elsewhere. ORT_DISABLE_TELEMETRY:
 # ONNX Runtime (checking the ONNX export) would otherwise upload usage events.
 COPY artifact /opt/program/artifact
 COPY train /opt/program/train
+COPY debugger /opt/program/debugger
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/program \
     PYTHONUNBUFFERED=1 \

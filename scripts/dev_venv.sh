@@ -6,5 +6,6 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements.sha 2>/dev/null)" !
   "${PYTHON:-python3}" -m venv .venv
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet -r requirements/dev.txt
+  .venv/bin/pip install --quiet --no-deps -c requirements/constraints.txt -r requirements/smdebug.txt
   echo "$want" > .venv/.requirements.sha
 fi

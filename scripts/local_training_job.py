@@ -1,10 +1,11 @@
 """Run the training image exactly as SageMaker runs a training job, on this machine.
 
     python -m scripts.local_training_job --image byoc-train:latest --data demo_data \
-        --job-dir local_run/job --hp epochs=3 --hp weights=none
+        --job-dir local_run/job --hp epochs=3 --hp weights=none [--debugger]
 
 Writes /opt/ml/input/config/{hyperparameters,resourceconfig,inputdataconfig}.json (hyperparameter
-values as strings, as SageMaker sends them), mounts each channel read-only at
+values as strings, as SageMaker sends them) and, with --debugger, the debughookconfig.json that
+SageMaker writes for a DebuggerHookConfig (debugger/config.py's collections), mounts each channel read-only at
 /opt/ml/input/data/<channel>, mounts job-dir as /opt/ml, and runs `docker run ... IMAGE train`
 with hostname algo-1. Afterwards job-dir holds model/, output/ (data/, failure or success) and
 checkpoints/, as S3 would.
@@ -17,12 +18,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from debugger.config import hook_config
+
 CHANNELS = ("train", "valid", "test")
 
 
-def write_config(job_dir: Path, hyperparameters: dict, channels: list[str], hosts=("algo-1",)):
+def write_config(job_dir: Path, hyperparameters: dict, channels: list[str], hosts=("algo-1",),
+                 debug_hook: dict | None = None):
     config = job_dir / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
+    if debug_hook is not None:
+        (config / "debughookconfig.json").write_text(json.dumps(debug_hook, indent=2))
     (config / "hyperparameters.json").write_text(
         json.dumps({k: str(v) for k, v in hyperparameters.items()}, indent=2)
     )
@@ -50,8 +56,14 @@ def docker_command(image: str, job_dir: Path, data: Path, name: str | None = Non
     return cmd + [image, "train"]
 
 
-def prepare_job(job_dir: Path, data: Path, hyperparameters: dict) -> None:
-    write_config(job_dir, hyperparameters, [c for c in CHANNELS if (data / c).is_dir()])
+def prepare_job(job_dir: Path, data: Path, hyperparameters: dict,
+                debugger_save_interval: int | None = None) -> None:
+    """debugger_save_interval: None for no hook; 0 for the collections' own intervals."""
+    debug_hook = None
+    if debugger_save_interval is not None:  # where SageMaker points the hook in the container
+        debug_hook = hook_config("/opt/ml/output/tensors", debugger_save_interval)
+    write_config(job_dir, hyperparameters, [c for c in CHANNELS if (data / c).is_dir()],
+                 debug_hook=debug_hook)
 
 
 def main() -> int:
@@ -60,9 +72,14 @@ def main() -> int:
     parser.add_argument("--data", required=True, type=Path, help="folder with train/ valid/ [test/]")
     parser.add_argument("--job-dir", required=True, type=Path, help="becomes /opt/ml")
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--debugger", action="store_true",
+                        help="configure the smdebug hook as SageMaker does (tensors in output/tensors)")
+    parser.add_argument("--debugger-save-interval", type=int, default=0,
+                        help="with --debugger: save every collection this often (default: theirs)")
     args = parser.parse_args()
     hyperparameters = dict(item.split("=", 1) for item in args.hp)
-    prepare_job(args.job_dir, args.data, hyperparameters)
+    prepare_job(args.job_dir, args.data, hyperparameters,
+                args.debugger_save_interval if args.debugger else None)
     return subprocess.call(docker_command(args.image, args.job_dir, args.data))
 
 

@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from debugger import config as debug_config
 from scripts import common
 from train.metrics import METRIC_DEFINITIONS
 
@@ -33,6 +34,35 @@ def channels(data: str, local: bool) -> dict[str, str]:
         raise SystemExit(f"{data} has no {' or '.join(sorted(missing))}/ folder: a data set needs "
                          "train/ and valid/ (and optionally test/), one sub-folder per class")
     return found
+
+
+def debugger_settings(output: str) -> dict:
+    """The Estimator's Debugger arguments: the hook's collections, the built-in rules and
+    ProfilerReport with debugger/config.py's parameters, and system monitoring (framework
+    profiling stays off: smdebug's is broken on torch >= 2; train/ traces with torch.profiler)."""
+    from sagemaker.debugger import (
+        CollectionConfig, DebuggerHookConfig, ProfilerConfig, ProfilerRule, Rule, rule_configs,
+    )
+
+    collections = [CollectionConfig(name, {k: str(v) for k, v in params.items()})
+                   for name, params in debug_config.collections().items()]
+    hook = DebuggerHookConfig(s3_output_path=f"{output.rstrip('/')}/debug-output",
+                              collection_configs=collections)
+    # Each rule gets our collections: left alone, the SDK adds the rule's own defaults (losses
+    # every 500 steps, ...) over them.
+    rules = [
+        Rule.sagemaker(getattr(rule_configs, name)(),
+                       rule_parameters={k: str(v) for k, v in params.items()},
+                       collections_to_save=collections)
+        for name, params in debug_config.RULES.items()
+    ]
+    report = {f"{sagemaker_name}_{key}": value
+              for ours, sagemaker_name in debug_config.SAGEMAKER_PROFILER_RULES.items()
+              for key, value in debug_config.PROFILER_RULES[ours].items()}
+    rules.append(ProfilerRule.sagemaker(rule_configs.ProfilerReport(**report)))
+    profiler = ProfilerConfig(s3_output_path=f"{output.rstrip('/')}/profiler-output",
+                              system_monitor_interval_millis=debug_config.SYSTEM_MONITOR_INTERVAL_MS)
+    return {"debugger_hook_config": hook, "rules": rules, "profiler_config": profiler}
 
 
 def estimator(args: argparse.Namespace, sagemaker_session, hyperparameters: dict):
@@ -54,8 +84,10 @@ def estimator(args: argparse.Namespace, sagemaker_session, hyperparameters: dict
         base_job_name="byoc-train",
         max_run=args.max_run_s,
         sagemaker_session=sagemaker_session,
-        # Local mode runs neither the Debugger's rule containers nor the profiler.
-        **({"debugger_hook_config": False, "disable_profiler": True} if local else {}),
+        # Local mode runs neither the Debugger's rule containers nor the profiler: the training
+        # container evaluates the same rules itself (hyperparameter debugger=on).
+        **({"debugger_hook_config": False, "disable_profiler": True} if local
+           else debugger_settings(args.output)),
         **spot,
     )
 

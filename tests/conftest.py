@@ -1,6 +1,7 @@
 """Shared fixtures: generated data sets and tiny training settings."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# smdebug (read in-process by the debugger tests) needs the pure-Python protobuf runtime, chosen
+# before anything imports protobuf; debugger/hook.py sets it the same way in training.
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 sys.path.insert(0, str(ROOT))
 
 from scripts.make_demo_data import generate  # noqa: E402

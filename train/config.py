@@ -12,6 +12,8 @@ import json
 import typing
 from dataclasses import dataclass, field
 
+from debugger.config import HOOK_MODES, rule_parameters
+
 OPTIMIZERS = ("adamw", "sgd")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 
@@ -52,6 +54,13 @@ class TrainConfig:
     model_name: str = "image-classifier"  # recorded in the manifest, answered by the server
     export_onnx: bool = True
     log_every_steps: int = 20
+    # Debugger and profiler (debugger/)
+    debugger: str = "auto"  # auto (hook when SageMaker configures one), on, strict, off
+    debugger_save_interval: int = 0  # > 0: save every collection this often (default config)
+    rule_parameters: str = ""  # JSON overrides of rule thresholds: {"overfit": {"patience": 2}}
+    profiler: bool = True  # sample CPU/GPU/memory and time each step; report in output/data
+    profiler_interval: float = 1.0  # seconds between system samples
+    profiler_trace_steps: int = 3  # first-epoch steps traced by torch.profiler; 0 = none
 
     def __post_init__(self):
         if self.resize_size == 0:
@@ -75,7 +84,15 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
             (self.interpolation in INTERPOLATIONS, f"interpolation must be one of {INTERPOLATIONS}"),
             (self.log_every_steps >= 1, "log_every_steps must be >= 1"),
+            (self.debugger in HOOK_MODES, f"debugger must be one of {HOOK_MODES}"),
+            (self.debugger_save_interval >= 0, "debugger_save_interval must be >= 0"),
+            (self.profiler_interval > 0, "profiler_interval must be > 0"),
+            (self.profiler_trace_steps >= 0, "profiler_trace_steps must be >= 0"),
         ]
+        try:
+            rule_parameters(self.rule_parameters)
+        except ValueError as e:
+            checks.append((False, f"rule_parameters: {e}"))
         errors = [message for ok, message in checks if not ok]
         if errors:
             raise ConfigError("bad hyperparameters: " + "; ".join(errors))
@@ -131,8 +148,8 @@ def parse_value(raw, tp):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError("expected a number")
         return float(value)
-    if tp is str:
-        return str(value)
+    if tp is str:  # "{...}" stays the text it was (rule_parameters holds JSON)
+        return value if isinstance(value, str) or not isinstance(raw, str) else raw.strip()
     if typing.get_origin(tp) is list:
         if isinstance(value, str):  # "750,500" or ""
             value = [v for v in value.replace(",", " ").split()]

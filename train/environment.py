@@ -29,6 +29,7 @@ class Paths:
     output_data_dir: Path  # metrics, evaluation report, plots
     failure_file: Path  # SageMaker shows its text as the job's FailureReason
     checkpoint_dir: Path  # synced with checkpoint_s3_uri for spot training
+    tensors_dir: Path  # the debugger hook's trial, when not configured by SageMaker
     cache_dir: Path  # decoded, resized images (not under /opt/ml: it is reserved)
 
 
@@ -70,6 +71,7 @@ def resolve_paths(
         output_data_dir=output_data,
         failure_file=output_dir / "failure",
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else checkpoints,
+        tensors_dir=output_dir / "tensors",  # where SageMaker's hook config points too
         cache_dir=Path(cache_dir or os.environ.get("BYOC_CACHE_DIR", "/tmp/byoc-image-cache")),
     )
 

@@ -11,13 +11,17 @@ from torch import nn
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, normalizer, autocast) -> tuple[torch.Tensor, torch.Tensor]:
-    """(float32 logits, labels) for every sample of the loader, in loader order, on the CPU."""
+def predict(model: nn.Module, loader, normalizer, autocast,
+            loss_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 logits, labels) for every sample of the loader, in loader order, on the CPU.
+    loss_fn, when given, is called on each batch: the debugger hook saves what it computes."""
     model.eval()
     all_logits, all_labels = [], []
     for images, labels in loader:
         with autocast():
             logits = model(normalizer(images))
+        if loss_fn is not None:
+            loss_fn(logits.float(), labels.to(logits.device))
         all_logits.append(logits.float().cpu())
         all_labels.append(labels)
     if not all_logits:

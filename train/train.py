@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from artifact.manifest import Manifest, Preprocessing
+from debugger import hook as debug_hook
+from debugger import profiler, report, rules
 from train import checkpoint, distributed
 from train.config import ConfigError, TrainConfig, describe, from_hyperparameters, pairs_to_dict
 from train.data import CachedImages, DecodeCache, ShardedSampler, load_splits, prepare
@@ -30,7 +32,11 @@ from train.evaluate import loss_and_correct, plot_history, predict, test_report
 from train.export import write_artifact
 from train.metrics import format_metrics
 from train.model import (
-    WeightsUnavailable, create_model, freeze_batchnorm_stats, param_groups, set_trainable,
+    WeightsUnavailable,
+    create_model,
+    freeze_batchnorm_stats,
+    param_groups,
+    set_trainable,
 )
 from train.transforms import Normalizer, eval_transform, train_transform
 
@@ -65,7 +71,8 @@ def make_autocast(device: torch.device, enabled: bool):
 
 
 def train_one_epoch(model, loader, normalizer, criterion, optimizer, scheduler, scaler, autocast,
-                    state: dict, stop: checkpoint.StopRequested, save_state, ctx, config) -> dict:
+                    state: dict, stop: checkpoint.StopRequested, save_state, ctx, config,
+                    monitor: profiler.Monitor) -> dict:
     """One pass over this rank's shard; returns [loss sum, correct, count] summed over ranks.
     state["partial"] carries the sums of an epoch resumed mid-way."""
     model.train()
@@ -73,14 +80,15 @@ def train_one_epoch(model, loader, normalizer, criterion, optimizer, scheduler, 
     # Partial sums of a resumed epoch are rank 0's own (only rank 0 saves checkpoints).
     sums = (state["partial"] if ctx.is_main else None) or [0.0, 0.0, 0.0]
     steps = len(loader)
-    for step, (images, labels) in enumerate(loader, start=1):
+    for step, (images, labels) in enumerate(monitor.timed(loader, state["epoch"] + 1), start=1):
         labels = labels.to(ctx.device, non_blocking=True)
         with autocast():
             logits = model(normalizer(images))
             loss = criterion(logits, labels)
-        if not torch.isfinite(loss):
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
             raise FloatingPointError(
-                f"the training loss became {loss.item()} at epoch {state['epoch'] + 1} step "
+                f"the training loss became {loss_value} at epoch {state['epoch'] + 1} step "
                 f"{step}: lower lr (now {config.lr}) or check the data"
             )
         optimizer.zero_grad(set_to_none=True)
@@ -88,13 +96,14 @@ def train_one_epoch(model, loader, normalizer, criterion, optimizer, scheduler, 
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        monitor.end_step(loss_value)
         n = len(labels)
-        sums = [sums[0] + loss.item() * n, sums[1] + (logits.argmax(1) == labels).sum().item(),
+        sums = [sums[0] + loss_value * n, sums[1] + (logits.argmax(1) == labels).sum().item(),
                 sums[2] + n]
         state["consumed"] += n  # this rank's images so far in the epoch (shards are equal)
         if ctx.is_main and step % config.log_every_steps == 0:
             log.info("epoch %d step %d/%d batch_loss=%.4f lr=%.3g", state["epoch"] + 1, step,
-                     steps, loss.item(), scheduler.get_last_lr()[-1])
+                     steps, loss_value, scheduler.get_last_lr()[-1])
         if stop.requested:
             state["partial"] = sums
             save_state()
@@ -143,13 +152,18 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
     use_cuda_layout = ctx.device.type == "cuda" and config.channels_last
     normalizer = Normalizer(preprocessing.mean, preprocessing.std, ctx.device, use_cuda_layout)
     model.to(ctx.device, memory_format=torch.channels_last if use_cuda_layout else torch.preserve_format)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    eval_criterion = nn.CrossEntropyLoss()
+    autocast = make_autocast(ctx.device, config.amp)
+    bfloat16 = ctx.device.type == "cuda" and config.amp and torch.cuda.is_bf16_supported()
+    hook = debug_hook.create(config.debugger, model, criterion, paths.tensors_dir,
+                             save_interval=config.debugger_save_interval, bfloat16=bfloat16,
+                             is_main=ctx.is_main)
     net = model
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
         )
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    eval_criterion = nn.CrossEntropyLoss()
     groups = param_groups(model, head_name, config)
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, momentum=config.momentum, nesterov=True)
@@ -160,9 +174,8 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
         optimizer,
         lr_lambda(round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch),
     )
-    autocast = make_autocast(ctx.device, config.amp)
     scaler = torch.amp.GradScaler(
-        "cuda", enabled=ctx.device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
+        "cuda", enabled=ctx.device.type == "cuda" and config.amp and not bfloat16
     )
 
     state = {"epoch": 0, "consumed": 0, "partial": None, "history": [], "best_acc": -1.0,
@@ -182,39 +195,53 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
             })
 
     stop = checkpoint.StopRequested().install()
-    while state["epoch"] < config.epochs:
-        epoch = state["epoch"]
-        if not state["consumed"]:
-            seed_epoch(config.seed, epoch, ctx.rank)
-        train_loader.sampler.set_epoch(epoch, start=state["consumed"])
-        resumed_at = state["consumed"]
-        started = time.perf_counter()
-        loss_sum, correct, count = train_one_epoch(
-            net, train_loader, normalizer, criterion, optimizer, scheduler, scaler, autocast,
-            state, stop, save_state, ctx, config,
-        )
-        train_seconds = time.perf_counter() - started
-        logits, labels = predict(model, valid_loader, normalizer, autocast)
-        v_loss, v_correct, v_count = ctx.all_sum(loss_and_correct(logits, labels, eval_criterion))
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / count, "train_acc": correct / count,
-            "valid_loss": v_loss / v_count, "valid_acc": v_correct / v_count,
-            "epoch_time": time.perf_counter() - started,
-            "images_per_sec": (state["consumed"] - resumed_at) * ctx.world_size / train_seconds,
-        }
-        state.update(epoch=epoch + 1, consumed=0, partial=None)
-        state["history"].append(record)
-        if record["valid_acc"] > state["best_acc"]:
-            state["best_acc"], state["best_epoch"] = record["valid_acc"], epoch + 1
-            state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        if ctx.is_main:
-            log.info(format_metrics(**record))
-        save_state()
-        patience = config.early_stopping_patience
-        if patience and epoch + 1 - state["best_epoch"] >= patience:
-            log.info("early stopping: valid accuracy has not improved for %d epochs", patience)
-            break
+    monitor = profiler.Monitor(
+        config.profiler and ctx.is_main,
+        interval=profiler.sagemaker_interval() or config.profiler_interval,
+        gpus=[ctx.device.index or 0] if ctx.device.type == "cuda" else [],
+        trace_dir=paths.output_data_dir / "profiler-trace", trace_steps=config.profiler_trace_steps,
+    ).start()
+    try:
+        while state["epoch"] < config.epochs:
+            epoch = state["epoch"]
+            if not state["consumed"]:
+                seed_epoch(config.seed, epoch, ctx.rank)
+            train_loader.sampler.set_epoch(epoch, start=state["consumed"])
+            debug_hook.set_mode(hook, "train")
+            resumed_at = state["consumed"]
+            started = time.perf_counter()
+            loss_sum, correct, count = train_one_epoch(
+                net, train_loader, normalizer, criterion, optimizer, scheduler, scaler, autocast,
+                state, stop, save_state, ctx, config, monitor,
+            )
+            train_seconds = time.perf_counter() - started
+            debug_hook.set_mode(hook, "eval")
+            logits, labels = predict(model, valid_loader, normalizer, autocast,
+                                     loss_fn=criterion if hook else None)
+            v_loss, v_correct, v_count = ctx.all_sum(loss_and_correct(logits, labels, eval_criterion))
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / count, "train_acc": correct / count,
+                "valid_loss": v_loss / v_count, "valid_acc": v_correct / v_count,
+                "epoch_time": time.perf_counter() - started,
+                "images_per_sec": (state["consumed"] - resumed_at) * ctx.world_size / train_seconds,
+            }
+            state.update(epoch=epoch + 1, consumed=0, partial=None)
+            state["history"].append(record)
+            if record["valid_acc"] > state["best_acc"]:
+                state["best_acc"], state["best_epoch"] = record["valid_acc"], epoch + 1
+                state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if ctx.is_main:
+                log.info(format_metrics(**record))
+            save_state()
+            patience = config.early_stopping_patience
+            if patience and epoch + 1 - state["best_epoch"] >= patience:
+                log.info("early stopping: valid accuracy has not improved for %d epochs", patience)
+                break
+    except BaseException as e:
+        report_run(config, paths, state, ctx, monitor, hook, (model, criterion), failure=e)
+        raise
+    report_run(config, paths, state, ctx, monitor, hook, (model, criterion))
 
     if not ctx.is_main:
         return {}
@@ -226,6 +253,41 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
     metrics = write_outputs(model, state, splits, data_report, test_loader or valid_loader,
                             "test" in splits, normalizer, autocast, preprocessing, paths, config)
     return metrics
+
+
+def report_run(config, paths: Paths, state: dict, ctx, monitor: profiler.Monitor, hook,
+               hooked: tuple, failure: BaseException | None = None) -> None:
+    """Close the debugger hook, run the rules over its trial, and write rule_report.json and
+    training_report.html to output/data: after a failed run too, which is when they matter."""
+    trial = debug_hook.close(hook, *hooked)
+    profile = monitor.stop()
+    if not ctx.is_main:
+        return
+    out = paths.output_data_dir
+    try:
+        debugger_verdicts = None
+        if trial is not None and (trial / "index").is_dir():
+            started = time.perf_counter()
+            debugger_verdicts = rules.evaluate(trial, config.rule_parameters)
+            log.info("debugger rules over %s (%.1f s):\n%s", trial,
+                     time.perf_counter() - started, rules.summary(debugger_verdicts))
+        profiler_verdicts = profiler.evaluate(profile, config.rule_parameters)
+        out.mkdir(parents=True, exist_ok=True)
+        verdicts = (debugger_verdicts or []) + profiler_verdicts
+        (out / "rule_report.json").write_text(
+            json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n")
+        (out / "profile.json").write_text(json.dumps(profile) + "\n")
+        facts = {"job": os.environ.get("TRAINING_JOB_NAME", "local run"),
+                 "architecture": config.architecture, "epochs run": len(state["history"]),
+                 "best valid accuracy": f"{state['best_acc']:.4f} (epoch {state['best_epoch']})",
+                 "outcome": f"failed: {failure}" if failure else "completed"}
+        path = report.write(out / "training_report.html", title="Training report", facts=facts,
+                            history=state["history"], profile=profile,
+                            debugger_verdicts=debugger_verdicts,
+                            profiler_verdicts=profiler_verdicts)
+        log.info("training report: %s", path)
+    except Exception:  # the report must never hide the run's own outcome
+        log.exception("could not write the training report")
 
 
 def restore(saved: dict, where: Path, classes: list[str], config: TrainConfig, state: dict,

@@ -27,6 +27,25 @@ def test_trains_the_demo_data_to_95_percent(demo_job):
         assert (job / "output" / "data" / name).is_file()
 
 
+def test_the_debugger_hook_saves_a_trial_from_sagemakers_config(demo_job):
+    from debugger.rules import Trial, open_trial
+
+    job, log = demo_job
+    assert (job / "input" / "config" / "debughookconfig.json").is_file()
+    trial = Trial(open_trial(str(job / "output" / "tensors")))  # where SageMaker's config points
+    train_losses = trial.series("CrossEntropyLoss_output_0", "train")
+    assert len(train_losses) == 20 * (240 // 32)  # every step: 20 epochs, 240 images, batch 32
+    assert len(trial.loss_passes()) == 20  # one validation pass per epoch
+    assert trial.names("weights") and trial.names("relu_output")
+    verdicts = {v["rule"]: v for v in json.loads((job / "output/data/rule_report.json").read_text())}
+    assert {"exploding_tensor", "loss_not_decreasing", "overfit", "dataloader_bound"} <= set(verdicts)
+    assert verdicts["exploding_tensor"]["status"] == "NoIssuesFound"
+    report = (job / "output" / "data" / "training_report.html").read_text()
+    assert report.count('class="plot"') == 4
+    assert list((job / "output" / "data" / "profiler-trace").glob("*.pt.trace.json"))
+    assert "debugger rules over /opt/ml/output/tensors" in log
+
+
 def test_missing_channel_fails_with_the_reason_in_the_failure_file(train_image, tmp_path):
     """Also runs the image with no command, as SDK v3 does: CMD must be `train`."""
     job = tmp_path / "job"

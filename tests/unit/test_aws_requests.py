@@ -72,6 +72,25 @@ def test_training_job_request(aws, sent, capsys):
     assert channels == {"train": "s3://data/dogs/train", "valid": "s3://data/dogs/valid",
                         "test": "s3://data/dogs/test"}
     assert job["OutputDataConfig"]["S3OutputPath"] == "s3://data/runs"
+    # Debugger: the hook saves debugger/config.py's collections; SageMaker's rule containers
+    # judge them with the same rules and parameters the training container uses locally.
+    hook = job["DebugHookConfig"]
+    assert hook["S3OutputPath"] == "s3://data/runs/debug-output"
+    saved = {c["CollectionName"]: c["CollectionParameters"] for c in hook["CollectionConfigurations"]}
+    assert len(saved) == len(hook["CollectionConfigurations"]) == 8  # once each, ours
+    assert saved["losses"] == {"save_interval": "1"}
+    assert saved["relu_output"]["include_regex"] == ".*relu_output"
+    rules = {r["RuleParameters"]["rule_to_invoke"]: r["RuleParameters"]
+             for r in job["DebugRuleConfigurations"]}
+    assert set(rules) == {"VanishingGradient", "ExplodingTensor", "LossNotDecreasing", "Overfit",
+                          "Overtraining", "PoorWeightInitialization", "DeadRelu",
+                          "SaturatedActivation", "WeightUpdateRatio", "ClassImbalance"}
+    assert rules["LossNotDecreasing"]["num_steps"] == "10"
+    assert rules["ClassImbalance"]["labels_regex"] == "CrossEntropyLoss_input_1"
+    assert job["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
+    [report] = job["ProfilerRuleConfigurations"]
+    assert report["RuleParameters"]["rule_to_invoke"] == "ProfilerReport"
+    assert report["RuleParameters"]["StepOutlier_n_outliers"] == "10"
 
 
 def test_a_local_path_needs_local_mode(aws):

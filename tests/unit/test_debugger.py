@@ -1,0 +1,295 @@
+"""Debugger and profiler: real tiny training runs judged by the rules, the rule command, the
+profiler's bottleneck rules, and the HTML report rendered by a real browser."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from debugger import profiler
+from debugger.config import collections
+from debugger.rules import ISSUES, NO_DATA, NO_ISSUES
+from scripts.make_demo_data import generate
+from tests.conftest import ROOT, tiny_args
+
+# Losses every step (the loss rules need many points); full tensors every 10 steps.
+EVERY_STEP = {"losses": 1, "loss_inputs": 1}
+EVERYTHING = {**EVERY_STEP, "gradients": 10, "weights": 10, "biases": 10, "relu_input": 10,
+              "relu_output": 10, "saturation_inputs": 10}
+
+
+def hook_config(path, local_path, intervals: dict) -> str:
+    """A debughookconfig.json in SageMaker's shape, saving the collections named in intervals."""
+    table = collections()
+    config = {"LocalPath": str(local_path), "HookParameters": {}, "CollectionConfigurations": [
+        {"CollectionName": name, "CollectionParameters": {
+            **{k: v for k, v in table[name].items() if not k.endswith("save_interval")},
+            "save_interval": str(every)}}
+        for name, every in intervals.items()]}
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def run(data, root, intervals=None, **overrides):
+    """train.train with the hook configured as SageMaker does it (SMDEBUG_CONFIG_FILE_PATH)."""
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ}
+    if intervals is not None:
+        env["SMDEBUG_CONFIG_FILE_PATH"] = hook_config(root / "debughookconfig.json",
+                                                      root / "tensors", intervals)
+    values = {"debugger": "strict", "log_every_steps": 100, "profiler_interval": 0.1, **overrides}
+    cmd = [sys.executable, "-m", "train.train", "--data-dir", str(data), "--output-root",
+           str(root / "out"), "--cache-dir", str(root / "cache"), *tiny_args(**values)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    report = root / "out" / "output" / "data" / "rule_report.json"
+    verdicts = {v["rule"]: v for v in json.loads(report.read_text())} if report.is_file() else {}
+    return result, verdicts
+
+
+@pytest.fixture(scope="module")
+def twenty_per_class(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("d20") / "data", {"train": 20, "valid": 5, "test": 1})
+
+
+@pytest.fixture(scope="module")
+def healthy(twenty_per_class, tmp_path_factory):
+    root = tmp_path_factory.mktemp("healthy")
+    result, verdicts = run(twenty_per_class, root, EVERYTHING, epochs=8,
+                           rule_parameters=json.dumps({"class_imbalance": {"samples": 120}}))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root, result, verdicts
+
+
+def issues(verdicts):
+    return sorted(name for name, v in verdicts.items() if v["status"] == ISSUES)
+
+
+def test_a_healthy_run_fires_no_rule(healthy):
+    root, result, verdicts = healthy
+    assert issues(verdicts) == []
+    # Every debugger rule had data to judge, but saturated_activation (a ResNet has no tanh).
+    judged = {name for name, v in verdicts.items() if v["status"] == NO_ISSUES}
+    assert {"vanishing_gradient", "exploding_tensor", "loss_not_decreasing", "overfit",
+            "overtraining", "poor_weight_initialization", "dead_relu", "weight_update_ratio",
+            "class_imbalance", "dataloader_bound", "step_outlier", "memory_increase"} <= judged
+    assert verdicts["saturated_activation"]["status"] == NO_DATA
+    assert "debugger rules over" in result.stdout
+
+
+def test_the_saved_trial_reads_back(healthy):
+    from debugger.rules import Trial, open_trial
+
+    root, _, _ = healthy
+    trial = Trial(open_trial(str(root / "tensors")))
+    assert trial.names("losses") == ["CrossEntropyLoss_output_0"]
+    assert any(n.startswith("gradient/") for n in trial.names("gradients"))
+    assert trial.names("relu_output") and trial.names(regex="CrossEntropyLoss_input_.*")
+    passes = trial.loss_passes()  # one per epoch: (global step, train mean, valid mean)
+    assert len(passes) == 8 and all(train > 0 and valid > 0 for _, train, valid in passes)
+
+
+def test_zero_learning_rate_fires_loss_not_decreasing(twenty_per_class, tmp_path):
+    # A flat loss passes each window-to-window comparison by chance half the time: many windows.
+    result, verdicts = run(twenty_per_class, tmp_path, EVERY_STEP, epochs=8, lr=0,
+                           rule_parameters=json.dumps({"loss_not_decreasing": {"num_steps": 5}}))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert verdicts["loss_not_decreasing"]["status"] == ISSUES
+    assert "exploding_tensor" not in issues(verdicts)
+
+
+def test_an_enormous_learning_rate_fires_exploding_tensor(twenty_per_class, tmp_path):
+    result, verdicts = run(twenty_per_class, tmp_path,
+                           {"losses": 1, "gradients": 1, "weights": 1}, epochs=2, lr=1e6)
+    assert result.returncode == 1  # the loss became infinite: the run fails, the rules still run
+    assert "the training loss became" in (tmp_path / "out/output/failure").read_text()
+    assert verdicts["exploding_tensor"]["status"] == ISSUES
+    assert verdicts["exploding_tensor"]["step"] is not None
+
+
+def test_long_training_on_a_tiny_split_fires_overfit(tmp_path):
+    data = generate(tmp_path / "data", {"train": 2, "valid": 10, "test": 1})
+    result, verdicts = run(data, tmp_path / "run", EVERY_STEP, epochs=25, batch_size=4,
+                           dropout=0, label_smoothing=0)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert {"overfit", "overtraining"} & set(issues(verdicts))
+
+
+def test_the_rule_command_judges_a_saved_trial_again(healthy, tmp_path):
+    root, _, _ = healthy
+    cmd = [sys.executable, "-m", "debugger.rules", str(root / "tensors"), "--out", str(tmp_path),
+           "--rules", "loss_not_decreasing,overfit",
+           "--params", json.dumps({"overfit": {"ratio_threshold": -1.0}})]  # any gap fires
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    saved = {v["rule"]: v for v in json.loads((tmp_path / "rule_report.json").read_text())}
+    assert set(saved) == {"loss_not_decreasing", "overfit"}
+    assert saved["overfit"]["status"] == ISSUES and saved["loss_not_decreasing"]["status"] == NO_ISSUES
+    assert "overfit" in result.stdout and "IssuesFound" in result.stdout
+    failing = subprocess.run(cmd + ["--fail-on-issues"], cwd=ROOT, capture_output=True, timeout=300)
+    assert failing.returncode == 3
+
+
+def test_the_rule_command_on_a_folder_without_a_trial(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "debugger.rules", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "no smdebug trial in" in result.stderr and "debugger=on" in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["{not json", '["a list"]',
+                                 '{"CollectionConfigurations": [{"CollectionParameters": {}}]}',
+                                 '{"CollectionConfigurations": [{"CollectionName": "losses", '
+                                 '"CollectionParameters": {"save_interval": "often"}}]}'])
+def test_a_malformed_hook_config_is_skipped_unless_strict(small_data, tmp_path, bad):
+    config = tmp_path / "debughookconfig.json"
+    config.write_text(bad)
+    env = {**os.environ, "SMDEBUG_CONFIG_FILE_PATH": str(config)}
+    for mode, code in (("auto", 0), ("strict", 1)):
+        out = tmp_path / mode
+        cmd = [sys.executable, "-m", "train.train", "--data-dir", str(small_data),
+               "--output-root", str(out), "--cache-dir", str(tmp_path / "cache"),
+               *tiny_args(debugger=mode, epochs=1, export_onnx="false")]
+        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == code, result.stdout[-3000:]
+        if mode == "auto":
+            assert "Training goes on without it" in result.stdout
+            assert (out / "model" / "manifest.json").is_file()
+        else:
+            assert str(config) in (out / "output" / "failure").read_text()
+
+
+def test_without_a_hook_config_there_is_no_hook(small_data, tmp_path):
+    """debugger=auto and no debughookconfig.json: no trial, and the report says how to get one."""
+    result, verdicts = run(small_data, tmp_path, None, debugger="auto", epochs=1)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert not (tmp_path / "out" / "output" / "tensors").exists()
+    assert "vanishing_gradient" not in verdicts and "dataloader_bound" in verdicts
+    html = (tmp_path / "out/output/data/training_report.html").read_text()
+    assert "debugger=on" in html
+
+
+def test_debugger_on_uses_the_projects_collections(small_data, tmp_path):
+    result, verdicts = run(small_data, tmp_path, None, debugger="on", debugger_save_interval=1,
+                           epochs=2)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (tmp_path / "out/output/tensors/index").is_dir()
+    assert verdicts["exploding_tensor"]["status"] == NO_ISSUES
+
+
+def test_bad_rule_parameters_are_a_hyperparameter_error(small_data, tmp_path):
+    result, _ = run(small_data, tmp_path, None, rule_parameters='{"overfit": {"patience": "x"}}')
+    assert result.returncode == 1
+    failure = (tmp_path / "out/output/failure").read_text()
+    assert "overfit.patience must be a int" in failure
+
+
+# The profiler's bottleneck rules over synthetic measurements.
+
+def steps(waits, computes, epoch=1):
+    return [{"epoch": epoch, "step": i + 1, "loss": 1.0, "wait_s": w, "compute_s": c}
+            for i, (w, c) in enumerate(zip(waits, computes))]
+
+
+def by_rule(verdicts):
+    return {v.rule: v.status for v in verdicts}
+
+
+def test_steps_waiting_for_data_fire_dataloader_bound():
+    slow_data = {"steps": steps([0.09] * 30, [0.01] * 30), "system": []}
+    fast_data = {"steps": steps([0.001] * 30, [0.1] * 30), "system": []}
+    assert by_rule(profiler.evaluate(slow_data))["dataloader_bound"] == ISSUES
+    assert by_rule(profiler.evaluate(fast_data))["dataloader_bound"] == NO_ISSUES
+
+
+def test_step_outliers_fire_past_n_outliers():
+    computes = [0.1] * 200
+    for i in range(0, 200, 15):  # 14 steps ten times slower
+        computes[i] = 1.0
+    verdicts = profiler.evaluate({"steps": steps([0.0] * 200, computes), "system": []},
+                                 {"step_outlier": {"n_outliers": 5}})
+    assert by_rule(verdicts)["step_outlier"] == ISSUES
+
+
+def system(n, cpu, gpu=None, gpu_memory=None, rss=lambda i: 1000.0):
+    samples = []
+    for i in range(n):
+        s = {"t": i, "cpu_percent": cpu, "memory_percent": 10, "process_rss_mb": rss(i)}
+        if gpu is not None:
+            s.update({"gpu0_percent": gpu, "gpu0_memory_percent": gpu_memory})
+        samples.append(s)
+    return samples
+
+
+def test_gpu_rules():
+    starved = by_rule(profiler.evaluate({"steps": [], "system": system(40, 95, 5, 30)}))
+    assert starved["cpu_bottleneck"] == ISSUES and starved["low_gpu_utilization"] == ISSUES
+    idle = by_rule(profiler.evaluate({"steps": [], "system": system(40, 20, 30, 20)}))
+    assert idle["batch_size"] == ISSUES and idle["cpu_bottleneck"] == NO_ISSUES
+    busy = by_rule(profiler.evaluate({"steps": [], "system": system(40, 50, 95, 80)}))
+    assert busy["low_gpu_utilization"] == busy["batch_size"] == busy["cpu_bottleneck"] == NO_ISSUES
+    cpu_only = by_rule(profiler.evaluate({"steps": [], "system": system(40, 50)}))
+    assert cpu_only["low_gpu_utilization"] == NO_DATA
+
+
+def test_memory_growth_fires_memory_increase():
+    leaking = {"steps": [], "system": system(40, 50, rss=lambda i: 1000.0 + 50 * i)}
+    assert by_rule(profiler.evaluate(leaking))["memory_increase"] == ISSUES
+    assert by_rule(profiler.evaluate(leaking, {"memory_increase": {"increase": 500.0}}))[
+        "memory_increase"] == NO_ISSUES
+
+
+def test_the_sampler_and_step_timer_measure_a_real_loop(tmp_path):
+    monitor = profiler.Monitor(True, interval=0.05, trace_dir=tmp_path / "trace",
+                               trace_steps=2).start()
+    import time
+
+    import torch
+
+    for _ in monitor.timed(range(8), epoch=1):
+        torch.randn(200, 200) @ torch.randn(200, 200)
+        time.sleep(0.02)
+        monitor.end_step(1.0)
+    data = monitor.stop()
+    assert len(data["steps"]) == 8 and all(s["compute_s"] >= 0.02 for s in data["steps"])
+    assert len(data["system"]) >= 2 and 0 <= data["system"][-1]["cpu_percent"] <= 100
+    assert list((tmp_path / "trace").glob("*.pt.trace.json"))  # TensorBoard's trace format
+
+
+def test_sagemakers_profiler_interval_is_honoured_and_a_bad_config_ignored(tmp_path, caplog):
+    config = tmp_path / "profilerconfig.json"
+    config.write_text('{"ProfilingIntervalInMilliseconds": 500, "ProfilingParameters": {}}')
+    assert profiler.sagemaker_interval(config) == 0.5
+    assert profiler.sagemaker_interval(tmp_path / "absent.json") is None
+    for bad in ("{not json", '{"ProfilingIntervalInMilliseconds": -5}', "[1]"):
+        config.write_text(bad)
+        assert profiler.sagemaker_interval(config) is None
+        assert f"ignoring {config}" in caplog.text
+        caplog.clear()
+
+
+# The report, in a real browser.
+
+def chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must render the report")
+        pytest.skip(message)
+    return path
+
+
+def test_the_report_renders_its_plots_in_a_browser(healthy, tmp_path):
+    root, _, _ = healthy
+    report = root / "out/output/data/training_report.html"
+    browser = chromium()
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", report.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert 'data-plots-loaded="4"' in result.stdout, result.stderr[-2000:]
+    for plot in ("plot-loss", "plot-accuracy", "plot-system", "plot-steps"):
+        assert f'id="{plot}"' in result.stdout
+    assert "Debugger rules" in result.stdout and "loss_not_decreasing" in result.stdout
