@@ -5,8 +5,10 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS base
-# SageMaker may ask the server to listen on another port (SAGEMAKER_BIND_TO_PORT).
-LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+# SageMaker may ask the server to listen on another port (SAGEMAKER_BIND_TO_PORT), and may host
+# many models in one container (SAGEMAKER_MULTI_MODEL=true: serve/models.py).
+LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
+      com.amazonaws.sagemaker.capabilities.multi-models=true
 COPY docker/extra-ca/ /usr/local/share/ca-certificates/extra/
 # The container starts as root (SageMaker expects it); the request-handling workers run as
 # model-server (BYOC_SERVER_USER).

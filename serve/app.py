@@ -1,8 +1,12 @@
-"""The Flask app: SageMaker's two routes, GET /ping and POST /invocations.
+"""The Flask app: SageMaker's routes, GET /ping and POST /invocations; GET /execution-parameters
+for batch transform; and, on a multi-model endpoint, the /models API (serve/models.py).
 
 Request bodies:
     image/jpeg, image/png, application/x-image, ...   one image's raw bytes (format sniffed)
     application/json   {"images": ["<base64>", ...]}  a small batch (data: URLs are accepted)
+    application/jsonlines   one record per line (batch transform's SplitType Line, MultiRecord):
+        a base64 image, bare or as a JSON string, or {"id": "...", "image": "<base64>"}; answered
+        with one JSON line per record, in order: {"id", "predictions"} or {"id", "error"}
 Headers:
     X-Amzn-SageMaker-Custom-Attributes: top_k=5        how many classes to answer (default 3)
     Accept: application/json (or */*, or none)         the only format answered
@@ -16,10 +20,12 @@ import binascii
 import json
 import logging
 
+import numpy as np
 from flask import Flask, Response, request
-from werkzeug.exceptions import (BadRequest, HTTPException, NotAcceptable, RequestEntityTooLarge,
-                                 UnsupportedMediaType)
+from werkzeug.exceptions import (BadRequest, HTTPException, NotAcceptable, NotFound,
+                                 RequestEntityTooLarge, UnsupportedMediaType)
 
+from serve.models import ModelStore, StoreError
 from serve.predictor import BadImage, Predictor
 from serve.settings import Settings
 
@@ -28,7 +34,8 @@ log = logging.getLogger(__name__)
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff",
                "application/x-image")
 JSON_TYPE = "application/json"
-SUPPORTED_TYPES = IMAGE_TYPES + (JSON_TYPE,)
+JSONLINES_TYPE = "application/jsonlines"
+SUPPORTED_TYPES = IMAGE_TYPES + (JSON_TYPE, JSONLINES_TYPE)
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
 
@@ -76,32 +83,81 @@ def images_from_json(body: bytes, limit: int) -> list[bytes]:
     if len(images) > limit:
         raise RequestEntityTooLarge(f"{len(images)} images in one request; the limit is {limit} "
                                     "(BYOC_MAX_BATCH_IMAGES): split the batch")
-    decoded = []
-    for index, text in enumerate(images):
-        if text.startswith("data:"):  # a data URL: data:image/png;base64,....
-            text = text.partition(",")[2]
-        try:
-            decoded.append(base64.b64decode(text, validate=True))
-        except (binascii.Error, ValueError):
-            raise BadRequest(f"images[{index}] is not valid base64") from None
+    decoded = [decode_base64(text, f"images[{index}]") for index, text in enumerate(images)]
     return decoded
 
 
-def create_app(predictor: Predictor, settings: Settings) -> Flask:
+def decode_base64(text: str, where: str) -> bytes:
+    if text.startswith("data:"):  # a data URL: data:image/png;base64,....
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{where} is not valid base64") from None
+
+
+def records_from_lines(body: bytes) -> list[tuple[object, bytes | None, str | None]]:
+    """(id, image bytes, error) per non-empty line; a bad record gets an error, not the batch."""
+    records = []
+    try:
+        lines = body.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise BadRequest("an application/jsonlines body must be UTF-8 text: one base64 image "
+                         "(or {\"id\": ..., \"image\": ...}) per line") from None
+    for number, line in enumerate((line.strip() for line in lines), start=1):
+        if not line:
+            continue
+        record_id, text = None, line
+        try:
+            if line[0] in "{\"":
+                value = json.loads(line)
+                if isinstance(value, dict):
+                    record_id, text = value.get("id"), value.get("image")
+                else:
+                    text = value
+            if not isinstance(text, str):
+                raise BadRequest('expected a base64 string, or an object with "image"')
+            records.append((record_id, decode_base64(text, "the image"), None))
+        except (BadRequest, json.JSONDecodeError) as e:
+            reason = e.description if isinstance(e, BadRequest) else f"not JSON ({e})"
+            records.append((record_id, None, f"line {number}: {reason}"))
+    if not records:
+        raise BadRequest("the application/jsonlines body has no records")
+    return records
+
+
+def create_app(settings: Settings, predictor: Predictor | None = None,
+               store: ModelStore | None = None) -> Flask:
+    """One model (predictor), or a multi-model endpoint's store."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
-    model = predictor.model_info()
+    routes = ("GET /ping, GET /execution-parameters and " +
+              ("the /models API" if store else "POST /invocations"))
 
     @app.get("/ping")
     def ping():
         # The app exists only after the model loaded and its warm-up prediction passed.
-        return json_response({"status": "healthy", "model": model})
+        if store is not None:
+            return json_response({"status": "healthy", "models": len(store.page(10**6, None)[0])})
+        return json_response({"status": "healthy", "model": predictor.model_info()})
 
-    @app.post("/invocations")
-    def invocations():
-        if request.accept_mimetypes and not request.accept_mimetypes.best_match([JSON_TYPE]):
+    @app.get("/execution-parameters")
+    def execution_parameters():
+        """Batch transform asks this before sending data."""
+        return json_response({
+            "MaxConcurrentTransforms": settings.workers * settings.threads_per_worker,
+            "BatchStrategy": "MULTI_RECORD",
+            "MaxPayloadInMB": max(1, settings.max_payload_bytes // 2**20),
+        })
+
+    def invoke(predictor: Predictor):
+        """One invocation of predictor: every content type, top_k, and the error answers."""
+        model = predictor.model_info()
+        if request.accept_mimetypes and not request.accept_mimetypes.best_match(
+                [JSON_TYPE, JSONLINES_TYPE]):
             raise NotAcceptable(f"Accept: {request.headers.get('Accept')} cannot be produced; "
-                                f"this model answers {JSON_TYPE} only")
+                                f"this model answers {JSON_TYPE} (or {JSONLINES_TYPE} for "
+                                f"{JSONLINES_TYPE} requests)")
         content_type = request.mimetype
         if content_type not in SUPPORTED_TYPES:
             raise UnsupportedMediaType(
@@ -109,6 +165,8 @@ def create_app(predictor: Predictor, settings: Settings) -> Flask:
                 f"{', '.join(SUPPORTED_TYPES)}")
         k = requested_top_k(settings.default_top_k)
         body = read_body(settings.max_payload_bytes)
+        if content_type == JSONLINES_TYPE:
+            return jsonlines_answer(predictor, records_from_lines(body), k)
         if content_type == JSON_TYPE:
             images = images_from_json(body, settings.max_batch_images)
         else:
@@ -121,13 +179,43 @@ def create_app(predictor: Predictor, settings: Settings) -> Flask:
             return json_response({"model": model, "results": [{"predictions": r} for r in results]})
         return json_response({"model": model, "predictions": results[0]})
 
+    def jsonlines_answer(predictor: Predictor, records, k: int) -> Response:
+        """Records in chunks of max_batch_images; a bad image answers its own error line."""
+        lines = []
+        for start in range(0, len(records), settings.max_batch_images):
+            chunk = records[start:start + settings.max_batch_images]
+            decoded = {}
+            for i, (_, image, error) in enumerate(chunk):
+                if error is None:
+                    try:
+                        decoded[i] = predictor.decode(image)
+                    except BadImage as e:
+                        chunk[i] = (chunk[i][0], None, f"record {start + i + 1}: {e}")
+            results = {}
+            if decoded:
+                order = sorted(decoded)
+                probabilities = predictor.probabilities(np.stack([decoded[i] for i in order]))
+                results = {i: predictor.top_k(p, k) for i, p in zip(order, probabilities)}
+            for i, (record_id, _, error) in enumerate(chunk):
+                line = {} if record_id is None else {"id": record_id}
+                line.update({"predictions": results[i]} if i in results else {"error": error})
+                lines.append(json.dumps(line))
+        return Response("\n".join(lines) + "\n", mimetype=JSONLINES_TYPE)
+
+    if store is None:
+        @app.post("/invocations")
+        def invocations():
+            return invoke(predictor)
+    else:
+        add_model_routes(app, store, invoke)
+
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        routes = "this server answers GET /ping and POST /invocations"
-        if error.code == 404:
-            error.description = f"no route {request.path}: {routes}"
+        if error.code == 404 and error.description == NotFound.description:
+            error.description = f"no route {request.path}: this server answers {routes}"
         elif error.code == 405:
-            error.description = f"{request.method} {request.path} is not allowed: {routes}"
+            error.description = (f"{request.method} {request.path} is not allowed: this server "
+                                 f"answers {routes}")
         elif error.code == 413 and error.description == RequestEntityTooLarge.description:
             error.description = (f"the body is larger than {settings.max_payload_bytes} bytes "
                                  "(BYOC_MAX_PAYLOAD_MB): send a smaller image")
@@ -143,3 +231,65 @@ def create_app(predictor: Predictor, settings: Settings) -> Flask:
                                        "the details", "status": 500}, 500)
 
     return app
+
+
+def add_model_routes(app: Flask, store: ModelStore, invoke) -> None:
+    """SageMaker's multi-model API over the store."""
+
+    def describe(entry) -> dict:
+        return {"modelName": entry.name, "modelUrl": entry.url,
+                "memoryMiB": round(entry.memory_bytes / 2**20, 1),
+                "model": entry.predictor.model_info()}
+
+    @app.errorhandler(StoreError)
+    def store_error(error: StoreError):
+        log.warning("%s %s -> %d: %s", request.method, request.path, error.status, error)
+        return json_response({"error": str(error), "status": error.status}, error.status)
+
+    @app.post("/models")
+    def load_model():
+        usage = 'send {"model_name": "...", "url": "/opt/ml/models/<name>/model"}'
+        try:
+            document = json.loads(request.get_data() or b"null")
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BadRequest(f"the body is not valid JSON ({e}): {usage}") from None
+        if not isinstance(document, dict) or not all(
+                isinstance(document.get(k), str) and document.get(k) for k in ("model_name", "url")):
+            raise BadRequest(f"model_name and url are required: {usage}")
+        entry, evicted = store.load(document["model_name"], document["url"])
+        if evicted:
+            log.info("unloaded %s (least recently used) to fit %s", ", ".join(evicted), entry.name)
+        return json_response({"status": f"model {entry.name!r} loaded", "unloaded": evicted,
+                              **describe(entry)})
+
+    @app.get("/models")
+    def list_models():
+        try:
+            size = int(request.args.get("page_size") or request.args.get("limit") or 100)
+        except ValueError:
+            raise BadRequest("page_size must be a whole number") from None
+        if size < 1:
+            raise BadRequest("page_size must be at least 1")
+        entries, token = store.page(size, request.args.get("next_page_token"))
+        body = {"models": [{"modelName": e.name, "modelUrl": e.url} for e in entries]}
+        if token:
+            body["nextPageToken"] = token
+        return json_response(body)
+
+    @app.get("/models/<name>")
+    def describe_model(name):
+        return json_response(describe(store.get(name)))
+
+    @app.delete("/models/<name>")
+    def unload_model(name):
+        store.unload(name)
+        return json_response({"status": f"model {name!r} unloaded"})
+
+    @app.post("/models/<name>/invoke")
+    def invoke_model(name):
+        return invoke(store.get(name).predictor)
+
+    @app.post("/invocations")
+    def invocations():
+        raise BadRequest("this is a multi-model endpoint: invoke a model with "
+                         "POST /models/<name>/invoke (the SDK's target_model, or TargetModel)")

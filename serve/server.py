@@ -39,12 +39,18 @@ class Server(BaseApplication):
         from serve.predictor import load_predictor
 
         s = self.settings
+        if s.multi_model:  # models come and go through the /models API; threads share them
+            from serve.models import ModelStore
+
+            store = ModelStore(s.model_memory_bytes,
+                               lambda path: load_predictor(path, s.backend, 1, s.max_pixels))
+            return create_app(s, store=store)
         try:
             predictor = load_predictor(s.model_dir, s.backend, s.threads_per_worker, s.max_pixels)
         except Exception:
             log.exception("the model in %s could not be loaded; the server stops", s.model_dir)
             raise
-        return create_app(predictor, s)
+        return create_app(s, predictor=predictor)
 
 
 def worker_user(name: str) -> dict:
@@ -70,7 +76,10 @@ def gunicorn_options(settings: Settings, gpus: list[str] | None = None) -> dict:
     return {
         "bind": f"0.0.0.0:{settings.port}",
         "workers": settings.workers,
-        "worker_class": "sync",  # one request at a time per worker: inference is CPU-bound
+        # Sync: one request at a time per worker, as inference is CPU-bound. Multi-model: one
+        # worker holding every model, with a thread per CPU (ONNX Runtime releases the GIL).
+        "worker_class": "gthread" if settings.multi_model else "sync",
+        "threads": settings.threads_per_worker if settings.multi_model else 1,
         "timeout": settings.timeout_s,
         "graceful_timeout": 20,  # SageMaker sends SIGKILL 30 s after SIGTERM
         "keepalive": 5,
@@ -94,6 +103,12 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         settings = Settings.from_environment()
+        if settings.multi_model:
+            log.info("multi-model endpoint: models load on POST /models; %d thread(s), a memory "
+                     "budget of %.0f MiB, port %d", settings.threads_per_worker,
+                     settings.model_memory_bytes / 2**20, settings.port)
+            Server(settings, gunicorn_options(settings)).run()
+            return 0
         # Cheap checks here, so a wrong folder fails with one clear line instead of per worker.
         manifest = read_manifest(settings.model_dir)
         backend = choose_backend(settings.model_dir, settings.backend)

@@ -20,6 +20,18 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def memory_limit_bytes() -> int:
+    """The container's memory limit (cgroup v2 or v1), else the machine's memory."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # "max" or a huge number: no limit
+            return int(text)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def visible_gpus(env: dict[str, str] | None = None) -> list[str]:
     """NVIDIA GPUs this container may use: CUDA_VISIBLE_DEVICES, else the /dev/nvidiaN devices
     (looked up without initialising CUDA, which a forking server must not do)."""
@@ -44,6 +56,8 @@ class Settings:
     max_batch_images: int = 16  # BYOC_MAX_BATCH_IMAGES; per application/json request
     default_top_k: int = 3  # BYOC_DEFAULT_TOP_K; a request may ask for another with top_k=N
     user: str = "model-server"  # BYOC_SERVER_USER: workers drop root to it; "root" keeps root
+    multi_model: bool = False  # SAGEMAKER_MULTI_MODEL: models loaded by name (serve/models.py)
+    model_memory_bytes: int = 0  # BYOC_MODEL_MEMORY_MB: multi-model budget; 60% of the memory
 
     @classmethod
     def from_environment(cls, env: dict[str, str] | None = None, gpus: int = 0) -> "Settings":
@@ -65,7 +79,16 @@ class Settings:
             return value
 
         cpus = available_cpus()
-        workers = number("SAGEMAKER_MODEL_SERVER_WORKERS", gpus or cpus, 1)
+        multi_model = env.get("SAGEMAKER_MULTI_MODEL", "false").strip().lower()
+        if multi_model not in ("true", "false", ""):
+            raise SettingsError(f"SAGEMAKER_MULTI_MODEL={multi_model!r}: true or false")
+        multi_model = multi_model == "true"
+        # Multi-model: one worker, so every request sees the same loaded models; threads serve
+        # requests concurrently (ONNX Runtime releases the GIL).
+        workers = 1 if multi_model else number("SAGEMAKER_MODEL_SERVER_WORKERS", gpus or cpus, 1)
+        # Batch transform tells the container its MaxPayloadInMB; BYOC_MAX_PAYLOAD_MB wins.
+        payload_mb = number("SAGEMAKER_MAX_PAYLOAD_IN_MB", cls.max_payload_bytes / 2**20, 0.001,
+                            float)
         backend = env.get("BYOC_BACKEND", "auto").strip().lower() or "auto"
         if backend not in BACKENDS:
             raise SettingsError(f"BYOC_BACKEND={backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -77,11 +100,12 @@ class Settings:
             threads_per_worker=number("BYOC_THREADS_PER_WORKER", max(1, cpus // workers), 1),
             timeout_s=number("SAGEMAKER_MODEL_SERVER_TIMEOUT", cls.timeout_s, 1),
             backend=backend,
-            max_payload_bytes=int(
-                number("BYOC_MAX_PAYLOAD_MB", cls.max_payload_bytes / 2**20, 0.001, float) * 2**20
-            ),
+            max_payload_bytes=int(number("BYOC_MAX_PAYLOAD_MB", payload_mb, 0.001, float) * 2**20),
             max_pixels=number("BYOC_MAX_PIXELS", cls.max_pixels, 1),
             max_batch_images=number("BYOC_MAX_BATCH_IMAGES", cls.max_batch_images, 1),
             default_top_k=number("BYOC_DEFAULT_TOP_K", cls.default_top_k, 1),
             user=env.get("BYOC_SERVER_USER", cls.user).strip() or "root",
+            multi_model=multi_model,
+            model_memory_bytes=int(number("BYOC_MODEL_MEMORY_MB",
+                                          0.6 * memory_limit_bytes() / 2**20, 1, float) * 2**20),
         )

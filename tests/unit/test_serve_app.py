@@ -29,7 +29,7 @@ def settings(trained_model):
 
 @pytest.fixture
 def client(predictor, settings):
-    return create_app(predictor, settings).test_client()
+    return create_app(settings, predictor=predictor).test_client()
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_a_decompression_bomb_is_refused_before_decoding(trained_model, settings
     buffer = io.BytesIO()
     Image.new("L", (12000, 12000)).save(buffer, format="PNG")  # 144 Mpixel in ~140 kB
     predictor = load_predictor(trained_model, max_pixels=settings.max_pixels)
-    client = create_app(predictor, settings).test_client()
+    client = create_app(settings, predictor=predictor).test_client()
     assert_error(post(client, buffer.getvalue(), "image/png"), 400, "144000000 pixels",
                  "BYOC_MAX_PIXELS")
     buffer = io.BytesIO()
@@ -191,7 +191,7 @@ def test_a_server_fault_is_a_500_without_internals(predictor, settings, images, 
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(predictor.backend, "logits", broken)
-    client = create_app(predictor, settings).test_client()
+    client = create_app(settings, predictor=predictor).test_client()
     response = post(client, images["png"])
     assert_error(response, 500, "endpoint's log")
     assert "secret" not in response.get_data(as_text=True)
@@ -209,5 +209,60 @@ def test_the_model_folder_is_all_the_server_reads(trained_model, tmp_path):
     copy.mkdir()
     for path in trained_model.iterdir():
         (copy / path.name).write_bytes(path.read_bytes())
-    client = create_app(load_predictor(copy), Settings(model_dir=copy)).test_client()
+    client = create_app(Settings(model_dir=copy), predictor=load_predictor(copy)).test_client()
     assert client.get("/ping").status_code == 200
+
+
+# Batch transform: execution parameters and multi-record (SplitType Line) requests.
+
+def test_execution_parameters_fit_the_server(client, settings):
+    body = client.get("/execution-parameters").get_json()
+    assert body == {"MaxConcurrentTransforms": settings.workers * settings.threads_per_worker,
+                    "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 1}
+
+
+def test_jsonlines_answers_one_line_per_record_in_order(client, images):
+    jpeg, png = (base64.b64encode(images[k]).decode() for k in ("jpeg", "png"))
+    body = "\n".join([
+        jpeg,                                         # a bare base64 line
+        json.dumps(png),                              # a JSON string
+        json.dumps({"id": "dogs/a.jpg", "image": jpeg}),
+        "not base64!",                                # answered with its own error line
+        json.dumps({"id": "dogs/b.png", "image": base64.b64encode(b"not an image").decode()}),
+        "",
+        json.dumps({"id": "c", "image": png}),
+    ]) + "\n"
+    response = client.post("/invocations", data=body, content_type="application/jsonlines",
+                           headers={"Accept": "application/jsonlines"})
+    assert response.status_code == 200 and response.mimetype == "application/jsonlines"
+    lines = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+    assert len(lines) == 6
+    assert [line.get("id") for line in lines] == [None, None, "dogs/a.jpg", None, "dogs/b.png", "c"]
+    assert lines[0]["predictions"] == lines[2]["predictions"]  # the same image twice
+    assert lines[1]["predictions"] == lines[5]["predictions"]
+    assert "line 4" in lines[3]["error"] and "base64" in lines[3]["error"]
+    assert "record 5" in lines[4]["error"] and "not an image" in lines[4]["error"]
+    single = client.post("/invocations", data=images["jpeg"], content_type="image/jpeg")
+    assert lines[0]["predictions"] == single.get_json()["predictions"]
+
+
+def test_jsonlines_batches_past_max_batch_images(predictor, trained_model, images):
+    settings = Settings(model_dir=trained_model, max_batch_images=2)
+    client = create_app(settings, predictor=predictor).test_client()
+    line = base64.b64encode(images["png"]).decode()
+    response = client.post("/invocations", data="\n".join([line] * 5),
+                           content_type="application/jsonlines")
+    lines = response.get_data(as_text=True).splitlines()
+    assert len(lines) == 5 and all("predictions" in json.loads(x) for x in lines)
+
+
+def test_an_empty_jsonlines_body_is_a_400(client):
+    response = client.post("/invocations", data="\n\n", content_type="application/jsonlines")
+    assert response.status_code == 400 and "no records" in response.get_json()["error"]
+
+
+def test_batch_transforms_payload_limit_is_honoured(monkeypatch):
+    env = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "20"}
+    assert Settings.from_environment(env).max_payload_bytes == 20 * 2**20
+    env["BYOC_MAX_PAYLOAD_MB"] = "2"  # the project's own setting wins
+    assert Settings.from_environment(env).max_payload_bytes == 2 * 2**20

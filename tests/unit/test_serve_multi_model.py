@@ -1,0 +1,158 @@
+"""Multi-model endpoints: SageMaker's /models API over serve/models.py's store, through Flask's
+test client, on model folders written by a real training run."""
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+
+from artifact.manifest import read_manifest
+from serve.app import create_app
+from serve.models import MEMORY_PER_WEIGHT_BYTE, ModelStore, estimated_memory
+from serve.predictor import load_predictor
+from serve.settings import Settings
+
+
+@pytest.fixture
+def models(trained_model, tmp_path):
+    """Two models as SageMaker lays them out: /opt/ml/models/<name>/model."""
+    folders = {}
+    for name in ("shapes-a", "shapes-b"):
+        folders[name] = shutil.copytree(trained_model, tmp_path / name / "model")
+    return folders
+
+
+def app_with(budget_models: float, models) -> tuple:
+    """A multi-model app whose budget holds budget_models of these models."""
+    one = estimated_memory(next(iter(models.values())))
+    settings = Settings(multi_model=True, model_memory_bytes=int(one * budget_models))
+    loads = []
+
+    def load(path):
+        loads.append(path)
+        return load_predictor(path, "onnx")
+
+    store = ModelStore(settings.model_memory_bytes, load)
+    return create_app(settings, store=store).test_client(), store, loads
+
+
+def load(client, name, url):
+    return client.post("/models", json={"model_name": name, "url": str(url)})
+
+
+def test_load_invoke_list_describe_and_unload(models, images_png):
+    client, store, _ = app_with(3, models)
+    assert client.get("/ping").get_json() == {"status": "healthy", "models": 0}
+    for name, url in models.items():
+        response = load(client, name, url)
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["unloaded"] == []
+    listed = client.get("/models").get_json()["models"]
+    assert listed == [{"modelName": n, "modelUrl": str(u)} for n, u in sorted(models.items())]
+    described = client.get("/models/shapes-a").get_json()
+    assert described["modelUrl"] == str(models["shapes-a"])
+    assert described["model"]["name"] == read_manifest(models["shapes-a"]).name
+
+    answer = client.post("/models/shapes-b/invoke", data=images_png, content_type="image/png")
+    assert answer.status_code == 200 and len(answer.get_json()["predictions"]) == 3
+    assert client.delete("/models/shapes-b").status_code == 200
+    assert client.post("/models/shapes-b/invoke", data=images_png,
+                       content_type="image/png").status_code == 404
+    assert [m["modelName"] for m in client.get("/models").get_json()["models"]] == ["shapes-a"]
+
+
+def test_errors_say_what_to_do(models):
+    client, _, _ = app_with(3, models)
+    assert load(client, "a", models["shapes-a"]).status_code == 200
+    again = load(client, "a", models["shapes-a"])
+    assert again.status_code == 409 and "DELETE /models/a" in again.get_json()["error"]
+    missing = load(client, "x", "/opt/ml/models/nowhere/model")
+    assert missing.status_code == 404 and "no model folder" in missing.get_json()["error"]
+    assert client.get("/models/x").status_code == 404
+    assert client.delete("/models/x").status_code == 404
+    bad = client.post("/models", data="{", content_type="application/json")
+    assert bad.status_code == 400 and "model_name" in bad.get_json()["error"]
+    single = client.post("/invocations", data=b"x", content_type="image/png")
+    assert single.status_code == 400 and "/models/<name>/invoke" in single.get_json()["error"]
+
+
+def test_the_memory_budget_unloads_the_least_recently_used(models, tmp_path, images_png):
+    models = {**models, "shapes-c": shutil.copytree(models["shapes-a"], tmp_path / "c" / "model")}
+    client, store, _ = app_with(2.5, models)  # room for two
+    assert load(client, "shapes-a", models["shapes-a"]).status_code == 200
+    assert load(client, "shapes-b", models["shapes-b"]).status_code == 200
+    client.post("/models/shapes-a/invoke", data=images_png, content_type="image/png")  # a is fresh
+    third = load(client, "shapes-c", models["shapes-c"])
+    assert third.status_code == 200 and third.get_json()["unloaded"] == ["shapes-b"]
+    assert store.used_bytes <= store.budget_bytes
+    assert [m["modelName"] for m in client.get("/models").get_json()["models"]] == \
+        ["shapes-a", "shapes-c"]
+
+
+def test_a_model_larger_than_the_budget_is_507(models):
+    client, store, loads = app_with(0.5, models)
+    response = load(client, "shapes-a", models["shapes-a"])
+    assert response.status_code == 507 and "BYOC_MODEL_MEMORY_MB" in response.get_json()["error"]
+    assert loads == []  # refused before loading anything
+
+
+def test_a_broken_model_fails_alone(models, tmp_path, images_png):
+    broken = shutil.copytree(models["shapes-b"], tmp_path / "broken" / "model")
+    (broken / "model.onnx").write_bytes(b"not a model")
+    client, _, _ = app_with(3, models)
+    assert load(client, "shapes-a", models["shapes-a"]).status_code == 200
+    response = load(client, "broken", broken)
+    assert response.status_code == 500 and "could not be loaded" in response.get_json()["error"]
+    assert client.post("/models/shapes-a/invoke", data=images_png,
+                       content_type="image/png").status_code == 200
+    assert load(client, "broken", models["shapes-b"]).status_code == 200  # the name is free
+
+
+def test_pages(models, tmp_path):
+    client, store, _ = app_with(10, models)
+    for name in ("m1", "m2", "m3"):
+        assert load(client, name, models["shapes-a"]).status_code == 200
+    first = client.get("/models?page_size=2").get_json()
+    assert [m["modelName"] for m in first["models"]] == ["m1", "m2"]
+    rest = client.get(f"/models?page_size=2&next_page_token={first['nextPageToken']}").get_json()
+    assert [m["modelName"] for m in rest["models"]] == ["m3"] and "nextPageToken" not in rest
+
+
+def test_concurrent_invocations_while_another_model_loads(models, images_png):
+    client, store, _ = app_with(3, models)
+    assert load(client, "shapes-a", models["shapes-a"]).status_code == 200
+    statuses = []
+
+    def invoke():
+        for _ in range(5):
+            statuses.append(client.post("/models/shapes-a/invoke", data=images_png,
+                                        content_type="image/png").status_code)
+
+    threads = [threading.Thread(target=invoke) for _ in range(3)]
+    for t in threads:
+        t.start()
+    assert load(client, "shapes-b", models["shapes-b"]).status_code == 200
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 15
+
+
+def test_multi_model_settings():
+    settings = Settings.from_environment({"SAGEMAKER_MULTI_MODEL": "true",
+                                          "SAGEMAKER_MODEL_SERVER_WORKERS": "4",
+                                          "BYOC_MODEL_MEMORY_MB": "512"})
+    assert settings.multi_model and settings.workers == 1  # one store for every request
+    assert settings.model_memory_bytes == 512 * 2**20
+
+
+
+def test_the_memory_estimate_comes_from_the_weights_file(models):
+    folder = models["shapes-a"]
+    assert estimated_memory(folder) == int((folder / "model.onnx").stat().st_size
+                                           * MEMORY_PER_WEIGHT_BYTE)
+
+
+@pytest.fixture(scope="module")
+def images_png(small_data_master) -> bytes:
+    return next(iter(sorted((small_data_master / "test").glob("005.*/*.png")))).read_bytes()
