@@ -5,7 +5,9 @@
         --role arn:aws:iam::ACCOUNT:role/SageMakerRole --instance-type ml.c5.xlarge \
         [--autoscale-max 4] [--endpoint-name dogs]
     # serverless endpoint on AWS (CPU only; pay per request)
-    python -m scripts.sagemaker_deploy --model-data s3://... --role ... --serverless --memory-mb 3072
+    python -m scripts.sagemaker_deploy --model-data s3://... --role ... --serverless --memory-mb 2048
+    # asynchronous endpoint on AWS (large images, queued requests; results written to S3)
+    python -m scripts.sagemaker_deploy --model-data s3://... --role ... --async-output s3://BUCKET/async
     # on this machine, in SageMaker local mode: serves until Ctrl-C, then deletes the endpoint
     python -m scripts.sagemaker_deploy --local --model-data local_run/sagemaker/model.tar.gz
 
@@ -38,11 +40,28 @@ def make_model(args: argparse.Namespace, sagemaker_session, env: dict | None = N
     )
 
 
+def async_env(max_payload_mb: int) -> dict:
+    """Asynchronous inference takes bodies up to 1 GB and an hour per request: the server's
+    real-time limits (6 MB, 60 s) would refuse what it exists for."""
+    return {"BYOC_MAX_PAYLOAD_MB": str(max_payload_mb), "SAGEMAKER_MODEL_SERVER_TIMEOUT": "600"}
+
+
 def deploy(args: argparse.Namespace, sagemaker_session, env: dict | None = None):
     """Create the endpoint and return its Predictor, once /ping passes."""
+    if getattr(args, "async_output", None):
+        env = {**async_env(args.async_max_payload_mb), **(env or {})}
     model = make_model(args, sagemaker_session, env)
     name = args.endpoint_name or f"byoc-{time.strftime('%Y%m%d-%H%M%S')}"
-    if args.serverless:
+    if getattr(args, "async_output", None):
+        from sagemaker.async_inference import AsyncInferenceConfig
+
+        output = args.async_output.rstrip("/")
+        predictor = model.deploy(
+            initial_instance_count=args.instance_count, instance_type=args.instance_type,
+            endpoint_name=name, wait=False, async_inference_config=AsyncInferenceConfig(
+                output_path=f"{output}/output", failure_path=f"{output}/failures",
+                max_concurrent_invocations_per_instance=args.max_concurrency))
+    elif args.serverless:
         from sagemaker.serverless import ServerlessInferenceConfig
 
         predictor = model.deploy(endpoint_name=name, wait=False, serverless_inference_config=(
@@ -113,8 +132,14 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance-count", type=int, default=1)
     parser.add_argument("--gpu", action="store_true", help="the PyTorch serving image (GPU instances)")
     parser.add_argument("--serverless", action="store_true", help="a serverless endpoint (AWS only)")
-    parser.add_argument("--memory-mb", type=int, default=3072, help="serverless memory")
-    parser.add_argument("--max-concurrency", type=int, default=5, help="serverless concurrency")
+    parser.add_argument("--memory-mb", type=int, default=2048,
+                        help="serverless memory (1024-6144; README: which sizes fit)")
+    parser.add_argument("--max-concurrency", type=int, default=5,
+                        help="serverless concurrency, or async requests per instance")
+    parser.add_argument("--async-output", default=None,
+                        help="s3:// prefix: an asynchronous endpoint writing results under it")
+    parser.add_argument("--async-max-payload-mb", type=int, default=100,
+                        help="largest image an asynchronous endpoint accepts")
     parser.add_argument("--autoscale-max", type=int, default=0,
                         help="scale between --instance-count and this many instances")
     parser.add_argument("--invocations-per-instance", type=int, default=100,
@@ -128,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.serverless and (args.local or args.gpu):
         parser.error("--serverless runs on AWS, on CPUs only")
+    if args.async_output and (args.local or args.serverless):
+        parser.error("--async-output runs on AWS, on instances (not --local or --serverless)")
+    if args.async_output and not args.async_output.startswith("s3://"):
+        parser.error("--async-output must be an s3:// prefix")
     sagemaker_session = common.session(args)
     predictor = deploy(args, sagemaker_session)
     print(f"endpoint: {predictor.endpoint_name}")

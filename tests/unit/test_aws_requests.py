@@ -104,7 +104,8 @@ def deploy_args(**overrides) -> argparse.Namespace:
     values = dict(local=False, region=REGION, role=ROLE, image_tag="latest",
                   model_data="s3://data/runs/job/output/model.tar.gz", endpoint_name="dogs",
                   instance_type="ml.c5.xlarge", instance_count=1, gpu=False, serverless=False,
-                  memory_mb=3072, max_concurrency=5, autoscale_max=4, invocations_per_instance=100)
+                  memory_mb=3072, max_concurrency=5, autoscale_max=4, invocations_per_instance=100,
+                  async_output=None, async_max_payload_mb=100)
     return argparse.Namespace(**{**values, **overrides})
 
 
@@ -151,6 +152,52 @@ def test_gpu_and_serverless_endpoints(aws):
         sagemaker_cleanup.delete_endpoint(session, name)
     assert images == {"dogs-gpu": f"{REGISTRY}/byoc-serve-gpu:latest",
                       "dogs-serverless": f"{REGISTRY}/byoc-serve:latest"}
+
+
+def test_asynchronous_endpoint_request(aws, sent):
+    """Asynchronous inference: results and failures to S3, and the server's limits raised to what
+    async accepts (moto keeps no AsyncInferenceConfig: the request itself is checked)."""
+    args = deploy_args(endpoint_name="dogs-async", autoscale_max=0, max_concurrency=4,
+                       async_output="s3://data/async/", async_max_payload_mb=200)
+    session = common.session(args)
+    sagemaker_deploy.deploy(args, session)
+    [config] = sent["CreateEndpointConfig"]
+    assert config["AsyncInferenceConfig"] == {
+        "OutputConfig": {"S3OutputPath": "s3://data/async/output",
+                         "S3FailurePath": "s3://data/async/failures"},
+        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4}}
+    assert config["ProductionVariants"][0]["InstanceType"] == "ml.c5.xlarge"
+    [model] = sent["CreateModel"]
+    assert model["PrimaryContainer"]["Environment"] == {
+        "BYOC_MAX_PAYLOAD_MB": "200", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "600"}
+    sagemaker_cleanup.delete_endpoint(session, "dogs-async")
+
+
+def test_asynchronous_invocation_waits_for_the_answer_in_s3(aws, tmp_path):
+    """The caller's side against moto's S3 and a stand-in runtime client that answers as SageMaker
+    does (the endpoint writes the JSON answer where OutputLocation says)."""
+    from scripts import sagemaker_invoke
+
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="async-io", CreateBucketConfiguration={"LocationConstraint": REGION})
+    image = tmp_path / "big.png"
+    image.write_bytes(b"\x89PNG fake")
+
+    class Runtime:
+        def invoke_endpoint_async(self, **request):
+            self.request = request
+            s3.put_object(Bucket="async-io", Key="out/1.out", Body=b'{"predictions": [{"label": "dog", '
+                          b'"index": 0, "probability": 0.9}]}')
+            return {"OutputLocation": "s3://async-io/out/1.out", "FailureLocation": "s3://async-io/fail/1"}
+
+    runtime = Runtime()
+    answer = sagemaker_invoke.with_async(runtime, s3, "dogs-async", image, "s3://async-io/in", top_k=2)
+    assert answer["predictions"][0]["label"] == "dog"
+    assert runtime.request["ContentType"] == "image/png"
+    assert runtime.request["CustomAttributes"] == "top_k=2"
+    bucket, _, key = runtime.request["InputLocation"].removeprefix("s3://").partition("/")
+    assert bucket == "async-io" and key.startswith("in/")
+    assert s3.get_object(Bucket="async-io", Key=key)["Body"].read() == image.read_bytes()
 
 
 @pytest.mark.parametrize("strategy", ["Bayesian", "Hyperband"])
