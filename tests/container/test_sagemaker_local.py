@@ -1,9 +1,10 @@
 """The launch scripts in SageMaker local mode (SDK v2, docker-compose): train on two instances,
 deploy, predict a JPEG and a PNG with the SDK's Predictor and with boto3, delete the endpoint,
-and leave no containers behind."""
+run a batch transform over a folder of images, and leave no containers behind."""
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import shutil
 import subprocess
@@ -11,7 +12,8 @@ import tarfile
 
 import pytest
 
-from scripts import common, sagemaker_cleanup, sagemaker_deploy, sagemaker_invoke, sagemaker_train
+from scripts import (common, sagemaker_batch_transform, sagemaker_cleanup, sagemaker_deploy,
+                     sagemaker_invoke, sagemaker_train)
 from scripts.local_endpoint import free_port
 from tests.conftest import ROOT
 
@@ -76,4 +78,33 @@ def test_train_on_two_instances_deploy_predict_and_delete(local_mode, demo_data,
     assert seed_sdk["predictions"] == by_sdk["predictions"][:3]
     assert deleted[:2] == ["endpoint byoc-test-local", "endpoint config byoc-test-local"]
     assert deleted[2].startswith("model byoc-test-serve")
+    assert our_containers() == []
+
+
+def test_batch_transform_over_a_folder_of_images(local_mode, demo_job, demo_data, tmp_path, capsys):
+    """MultiRecord over JSON lines, in local mode; a broken file is answered, not fatal."""
+    job, _ = demo_job
+    # Local mode unpacks the archive beside itself and mounts that folder: it must be readable
+    # by the server's unprivileged workers (pytest's tmp_path is private).
+    (tmp_path / "artifact").mkdir(mode=0o755)
+    model_data = tmp_path / "artifact" / "model.tar.gz"
+    with tarfile.open(model_data, "w:gz") as archive:
+        for item in (job / "model").iterdir():
+            archive.add(item, arcname=item.name)
+    images = shutil.copytree(demo_data / "test", tmp_path / "photos")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    output = tmp_path / "transform"
+    code = sagemaker_batch_transform.main([
+        "--local", "--model-data", str(model_data), "--images", str(images),
+        "--output", str(output), "--records-per-file", "25", "--max-payload-mb", "1"])
+    assert code == 0
+    rows = list(csv.DictReader((output / "predictions.csv").open()))
+    assert len(rows) == 61 and len(list((output / "input").glob("*.jsonl"))) == 3
+    broken = next(r for r in rows if r["file"] == "broken.jpg")
+    assert broken["label"] == "" and "not an image" in broken["error"]
+    classified = [r for r in rows if r["file"] != "broken.jpg"]
+    assert all(r["error"] == "" and r["label"] for r in classified)
+    right = sum(r["label"] == r["file"].split("/")[0] for r in classified)
+    assert right >= 0.9 * len(classified)  # the demo model's test accuracy is >= 95%
+    assert "60 images classified, 1 failed" in capsys.readouterr().out
     assert our_containers() == []

@@ -1,0 +1,148 @@
+"""Serving beyond one real-time model: multi-model loads and batch transform requests, each
+against its baseline in the same run, on the serving container.
+
+    python -m bench.serving_modes [--image byoc-serve:latest] [--images 64]
+
+Uses bench/serving.py's ResNet-50 model folder (133 classes). Measures:
+  multi-model   POST /models + first invoke (a cold model) vs an invoke of a loaded one
+  batch         images/s of application/jsonlines requests (16 records each, as batch transform
+                sends MultiRecord) vs one real-time request per image, both with as many
+                clients as the server has workers
+  memory        the container's memory with one worker and the model loaded, for sizing
+                serverless endpoints
+Results also go to bench/results/serving_modes.json.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from bench.serving import RESULTS, make_model, photo
+from scripts.local_endpoint import free_port, wait_until_healthy
+
+
+def run_container(image: str, mount: list[str], env: dict) -> tuple[str, str]:
+    name, port = f"bench-serve-{uuid.uuid4().hex[:8]}", free_port()
+    cmd = ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", *mount]
+    for key, value in env.items():
+        cmd += ["-e", f"{key}={value}"]
+    subprocess.run(cmd + [image, "serve"], check=True, capture_output=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_healthy(url, name, timeout=120)
+    return name, url
+
+
+def container_memory_mib(name: str) -> float:
+    """The container's memory use as its cgroup counts it (what serverless sizes against)."""
+    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", name],
+                         capture_output=True, text=True, check=True).stdout.split("/")[0].strip()
+    value, unit = float(out[:-3]), out[-3:]
+    return value * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit]
+
+
+def multi_model(image: str, model_dir: Path, body: bytes, rounds: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp)
+        models.chmod(0o755)
+        shutil.copytree(model_dir, models / "m" / "model")
+        name, url = run_container(image, ["-v", f"{models}:/opt/ml/models:ro"],
+                                  {"SAGEMAKER_MULTI_MODEL": "true"})
+        headers = {"Content-Type": "image/jpeg"}
+        cold, warm = [], []
+        try:
+            for i in range(rounds):
+                started = time.perf_counter()
+                loaded = requests.post(f"{url}/models", timeout=120, json={
+                    "model_name": f"m{i}", "url": "/opt/ml/models/m/model"})
+                assert loaded.status_code == 200, loaded.text
+                first = requests.post(f"{url}/models/m{i}/invoke", data=body, headers=headers,
+                                      timeout=60)
+                cold.append(time.perf_counter() - started)
+                assert first.status_code == 200, first.text
+                for _ in range(5):
+                    started = time.perf_counter()
+                    requests.post(f"{url}/models/m{i}/invoke", data=body, headers=headers,
+                                  timeout=60).raise_for_status()
+                    warm.append(time.perf_counter() - started)
+                requests.delete(f"{url}/models/m{i}", timeout=30).raise_for_status()
+        finally:
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    cold_ms, warm_ms = statistics.median(cold) * 1000, statistics.median(warm) * 1000
+    return {"cold_load_and_invoke_ms": round(cold_ms, 1), "loaded_invoke_ms": round(warm_ms, 1),
+            "cold_vs_loaded": round(cold_ms / warm_ms, 1)}
+
+
+def batch_vs_realtime(image: str, model_dir: Path, body: bytes, count: int) -> dict:
+    name, url = run_container(image, ["-v", f"{model_dir.resolve()}:/opt/ml/model:ro"], {})
+    try:
+        workers = requests.get(f"{url}/execution-parameters", timeout=5).json()[
+            "MaxConcurrentTransforms"]
+        line = json.dumps({"image": base64.b64encode(body).decode()})
+
+        def realtime(_):
+            requests.post(f"{url}/invocations", data=body, timeout=60,
+                          headers={"Content-Type": "image/jpeg"}).raise_for_status()
+
+        def batch(_):
+            answer = requests.post(f"{url}/invocations", data="\n".join([line] * 16), timeout=120,
+                                   headers={"Content-Type": "application/jsonlines"})
+            answer.raise_for_status()
+            assert len(answer.text.splitlines()) == 16
+
+        rates = {}
+        for label, call, requests_needed, per_request in (
+                ("realtime", realtime, count, 1), ("batch", batch, count // 16, 16)):
+            call(0)  # warm
+            started = time.perf_counter()
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(call, range(requests_needed)))
+            rates[label] = requests_needed * per_request / (time.perf_counter() - started)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    return {"clients": workers, "realtime_images_per_s": round(rates["realtime"], 2),
+            "batch_images_per_s": round(rates["batch"], 2),
+            "batch_vs_realtime": round(rates["batch"] / rates["realtime"], 2)}
+
+
+def serverless_memory(image: str, model_dir: Path, body: bytes) -> dict:
+    name, url = run_container(image, ["-v", f"{model_dir.resolve()}:/opt/ml/model:ro"],
+                              {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"})
+    try:
+        for _ in range(3):
+            requests.post(f"{url}/invocations", data=body, timeout=60,
+                          headers={"Content-Type": "image/jpeg"}).raise_for_status()
+        return {"one_worker_container_mib": round(container_memory_mib(name), 1)}
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--image", default="byoc-serve:latest")
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    model_dir = make_model(RESULTS / "resnet50-model")
+    body = photo()
+    results = {"image": args.image, "model": "resnet50, 133 classes", "photo_bytes": len(body)}
+    results["multi_model"] = multi_model(args.image, model_dir, body, args.rounds)
+    results["batch_transform"] = batch_vs_realtime(args.image, model_dir, body, args.images)
+    results["serverless"] = serverless_memory(args.image, model_dir, body)
+    print(json.dumps(results, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "serving_modes.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

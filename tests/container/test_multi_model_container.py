@@ -1,0 +1,86 @@
+"""The serving image as a SageMaker multi-model endpoint: SAGEMAKER_MULTI_MODEL=true, model
+folders under /opt/ml/models, loaded, invoked and unloaded through the /models API."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+
+import pytest
+import requests
+
+from scripts.local_endpoint import free_port, wait_until_healthy
+from serve.models import estimated_memory
+
+
+@pytest.fixture
+def models(demo_job, trained_model, tmp_path):
+    """Two different models (the demo's and the unit tests' tiny one), a broken one and one too
+    large for the budget, as SageMaker lays them out: /opt/ml/models/<name>/model."""
+    root = tmp_path / "models"
+    shutil.copytree(demo_job[0] / "model", root / "demo" / "model")
+    shutil.copytree(trained_model, root / "tiny" / "model")
+    broken = shutil.copytree(trained_model, root / "broken" / "model")
+    (broken / "model.onnx").write_bytes(b"truncated")
+    huge = shutil.copytree(trained_model, root / "huge" / "model")
+    with open(huge / "model.onnx", "r+b") as f:  # sparse: large on paper only
+        f.truncate(2 * 2**30)
+    root.chmod(0o755)
+    return root
+
+
+@pytest.fixture
+def endpoint(serve_image, models):
+    name, port = f"byoc-test-mme-{uuid.uuid4().hex[:8]}", free_port()
+    budget_mb = 2.5 * estimated_memory(models / "demo" / "model") / 2**20  # two models fit
+    subprocess.run(["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+                    "-v", f"{models}:/opt/ml/models:ro", "-e", "SAGEMAKER_MULTI_MODEL=true",
+                    "-e", f"BYOC_MODEL_MEMORY_MB={budget_mb:.1f}", serve_image, "serve"],
+                   check=True, capture_output=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, name, timeout=60)
+        yield url, name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def load(url, name, folder=None):
+    return requests.post(f"{url}/models", timeout=60, json={
+        "model_name": name, "url": f"/opt/ml/models/{folder or name}/model"})
+
+
+def invoke(url, name, image: bytes):
+    return requests.post(f"{url}/models/{name}/invoke", data=image, timeout=60,
+                         headers={"Content-Type": "image/png"})
+
+
+def test_the_multi_model_api_in_the_container(endpoint, demo_data):
+    url, container = endpoint
+    image = sorted((demo_data / "test").glob("002.*/*.png"))[0].read_bytes()
+    assert requests.get(f"{url}/ping", timeout=2).json() == {"status": "healthy", "models": 0}
+    assert invoke(url, "demo", image).status_code == 404  # not loaded yet
+
+    assert load(url, "demo").status_code == 200 and load(url, "tiny").status_code == 200
+    demo, tiny = invoke(url, "demo", image).json(), invoke(url, "tiny", image).json()
+    assert demo["model"]["name"] == "demo-shapes" and tiny["model"]["name"] == "tiny-shapes"
+    assert demo["predictions"][0]["label"] == "002.Green_square"
+    assert load(url, "demo").status_code == 409
+
+    broken = load(url, "broken")  # a failed load leaves the others serving
+    assert broken.status_code == 500 and "could not be loaded" in broken.json()["error"]
+    assert invoke(url, "demo", image).status_code == 200
+    huge = load(url, "huge")
+    assert huge.status_code == 507 and "BYOC_MODEL_MEMORY_MB" in huge.json()["error"]
+
+    invoke(url, "tiny", image)  # demo is now the least recently used
+    third = load(url, "tiny-again", "tiny")  # the budget holds two: demo goes
+    assert third.status_code == 200 and third.json()["unloaded"] == ["demo"]
+    listed = requests.get(f"{url}/models", timeout=5).json()["models"]
+    assert [m["modelName"] for m in listed] == ["tiny", "tiny-again"]
+
+    assert requests.delete(f"{url}/models/tiny", timeout=5).status_code == 200
+    assert invoke(url, "tiny", image).status_code == 404
+    assert invoke(url, "tiny-again", image).status_code == 200
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+    assert "multi-model endpoint" in logs.stderr + logs.stdout
