@@ -22,8 +22,14 @@ import logging
 
 import numpy as np
 from flask import Flask, Response, request
-from werkzeug.exceptions import (BadRequest, HTTPException, NotAcceptable, NotFound,
-                                 RequestEntityTooLarge, UnsupportedMediaType)
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    NotAcceptable,
+    NotFound,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+)
 
 from serve.models import ModelStore, StoreError
 from serve.predictor import BadImage, Predictor

@@ -57,7 +57,7 @@ def invoke(url, name, image: bytes):
 
 def test_the_multi_model_api_in_the_container(endpoint, demo_data):
     url, container = endpoint
-    image = sorted((demo_data / "test").glob("002.*/*.png"))[0].read_bytes()
+    image = min((demo_data / "test").glob("002.*/*.png")).read_bytes()
     assert requests.get(f"{url}/ping", timeout=2).json() == {"status": "healthy", "models": 0}
     assert invoke(url, "demo", image).status_code == 404  # not loaded yet
 

@@ -67,7 +67,7 @@ def issues(verdicts):
 
 
 def test_a_healthy_run_fires_no_rule(healthy):
-    root, result, verdicts = healthy
+    _, result, verdicts = healthy
     assert issues(verdicts) == []
     # Every debugger rule had data to judge, but saturated_activation (a ResNet has no tanh).
     judged = {name for name, v in verdicts.items() if v["status"] == NO_ISSUES}
@@ -140,8 +140,8 @@ def test_the_rule_command_on_a_folder_without_a_trial(tmp_path):
 
 @pytest.mark.parametrize("bad", ["{not json", '["a list"]',
                                  '{"CollectionConfigurations": [{"CollectionParameters": {}}]}',
-                                 '{"CollectionConfigurations": [{"CollectionName": "losses", '
-                                 '"CollectionParameters": {"save_interval": "often"}}]}'])
+                                 ('{"CollectionConfigurations": [{"CollectionName": "losses", '
+                                  '"CollectionParameters": {"save_interval": "often"}}]}')])
 def test_a_malformed_hook_config_is_skipped_unless_strict(small_data, tmp_path, bad):
     config = tmp_path / "debughookconfig.json"
     config.write_text(bad)

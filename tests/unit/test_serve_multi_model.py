@@ -42,7 +42,7 @@ def load(client, name, url):
 
 
 def test_load_invoke_list_describe_and_unload(models, images_png):
-    client, store, _ = app_with(3, models)
+    client, _, _ = app_with(3, models)
     assert client.get("/ping").get_json() == {"status": "healthy", "models": 0}
     for name, url in models.items():
         response = load(client, name, url)
@@ -91,7 +91,7 @@ def test_the_memory_budget_unloads_the_least_recently_used(models, tmp_path, ima
 
 
 def test_a_model_larger_than_the_budget_is_507(models):
-    client, store, loads = app_with(0.5, models)
+    client, _, loads = app_with(0.5, models)
     response = load(client, "shapes-a", models["shapes-a"])
     assert response.status_code == 507 and "BYOC_MODEL_MEMORY_MB" in response.get_json()["error"]
     assert loads == []  # refused before loading anything
@@ -109,8 +109,8 @@ def test_a_broken_model_fails_alone(models, tmp_path, images_png):
     assert load(client, "broken", models["shapes-b"]).status_code == 200  # the name is free
 
 
-def test_pages(models, tmp_path):
-    client, store, _ = app_with(10, models)
+def test_pages(models):
+    client, _, _ = app_with(10, models)
     for name in ("m1", "m2", "m3"):
         assert load(client, name, models["shapes-a"]).status_code == 200
     first = client.get("/models?page_size=2").get_json()
@@ -120,7 +120,7 @@ def test_pages(models, tmp_path):
 
 
 def test_concurrent_invocations_while_another_model_loads(models, images_png):
-    client, store, _ = app_with(3, models)
+    client, _, _ = app_with(3, models)
     assert load(client, "shapes-a", models["shapes-a"]).status_code == 200
     statuses = []
 
