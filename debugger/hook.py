@@ -113,11 +113,12 @@ def create(mode: str, model: nn.Module, criterion: nn.Module, tensors_dir: Path,
             hook = smd.Hook.create_from_json_file(f.name)
         finally:
             os.unlink(f.name)
-    except (HookConfigError, OSError, ValueError) as e:
+    except Exception as e:  # smdebug's own errors too: the hook never stops a job unless strict
+        reason = str(e) if isinstance(e, HookConfigError) else f"{type(e).__name__}: {e}"
         if mode == "strict":
-            raise HookConfigError(f"debugger hook: {e}") from None
+            raise HookConfigError(f"debugger hook: {reason}") from None
         log.error("debugger hook: %s. Training goes on without it (hyperparameter "
-                  "debugger=strict makes this fatal).", e)
+                  "debugger=strict makes this fatal).", reason)
         return None
     for module in model.modules():  # an in-place ReLU would overwrite the relu_input it saves
         if isinstance(module, nn.ReLU):
