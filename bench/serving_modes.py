@@ -29,15 +29,14 @@ from pathlib import Path
 import requests
 
 from bench.serving import RESULTS, make_model, photo
-from scripts.local_endpoint import free_port, wait_until_healthy
+from scripts.local_endpoint import docker_command, free_port, wait_until_healthy
 
 
-def run_container(image: str, mount: list[str], env: dict) -> tuple[str, str]:
+def run_container(image: str, folder: Path, env: dict,
+                  mount_at: str = "/opt/ml/model") -> tuple[str, str]:
     name, port = f"bench-serve-{uuid.uuid4().hex[:8]}", free_port()
-    cmd = ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", *mount]
-    for key, value in env.items():
-        cmd += ["-e", f"{key}={value}"]
-    subprocess.run(cmd + [image, "serve"], check=True, capture_output=True)
+    subprocess.run(docker_command(image, folder, port, name, env, mount_at=mount_at), check=True,
+                   capture_output=True)
     url = f"http://127.0.0.1:{port}"
     wait_until_healthy(url, name, timeout=120)
     return name, url
@@ -56,8 +55,8 @@ def multi_model(image: str, model_dir: Path, body: bytes, rounds: int) -> dict:
         models = Path(tmp)
         models.chmod(0o755)
         shutil.copytree(model_dir, models / "m" / "model")
-        name, url = run_container(image, ["-v", f"{models}:/opt/ml/models:ro"],
-                                  {"SAGEMAKER_MULTI_MODEL": "true"})
+        name, url = run_container(image, models, {"SAGEMAKER_MULTI_MODEL": "true"},
+                                  mount_at="/opt/ml/models")
         headers = {"Content-Type": "image/jpeg"}
         cold, warm = [], []
         try:
@@ -84,7 +83,7 @@ def multi_model(image: str, model_dir: Path, body: bytes, rounds: int) -> dict:
 
 
 def batch_vs_realtime(image: str, model_dir: Path, body: bytes, count: int) -> dict:
-    name, url = run_container(image, ["-v", f"{model_dir.resolve()}:/opt/ml/model:ro"], {})
+    name, url = run_container(image, model_dir, {})
     try:
         workers = requests.get(f"{url}/execution-parameters", timeout=5).json()[
             "MaxConcurrentTransforms"]
@@ -116,8 +115,7 @@ def batch_vs_realtime(image: str, model_dir: Path, body: bytes, count: int) -> d
 
 
 def serverless_memory(image: str, model_dir: Path, body: bytes) -> dict:
-    name, url = run_container(image, ["-v", f"{model_dir.resolve()}:/opt/ml/model:ro"],
-                              {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"})
+    name, url = run_container(image, model_dir, {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"})
     try:
         for _ in range(3):
             requests.post(f"{url}/invocations", data=body, timeout=60,

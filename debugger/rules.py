@@ -283,7 +283,8 @@ def saturated_activation(t: Trial, threshold_tanh: float, threshold_sigmoid: flo
 
 def weight_update_ratio(t: Trial, large_threshold: float, small_threshold: float,
                         epsilon: float) -> Verdict:
-    trained = [n for n in t.names("weights") if f"gradient/{n}" in set(t.names("gradients"))]
+    gradients = set(t.names("gradients"))
+    trained = [n for n in t.names("weights") if f"gradient/{n}" in gradients]
     if not trained:
         return Verdict("weight_update_ratio", NO_DATA, None, "no trained weights saved twice")
     compared = 0

@@ -31,10 +31,12 @@ def free_port() -> int:
 
 
 def docker_command(image: str, model_dir: Path, port: int, name: str,
-                   env: dict[str, str] | None = None, container_port: int = 8080) -> list[str]:
-    """container_port: where the server listens inside (SAGEMAKER_BIND_TO_PORT, default 8080)."""
+                   env: dict[str, str] | None = None, container_port: int = 8080,
+                   mount_at: str = "/opt/ml/model") -> list[str]:
+    """container_port: where the server listens inside (SAGEMAKER_BIND_TO_PORT, default 8080);
+    mount_at: /opt/ml/models for a multi-model endpoint's folder of models."""
     cmd = ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:{container_port}",
-           "-v", f"{model_dir.resolve()}:/opt/ml/model:ro"]
+           "-v", f"{model_dir.resolve()}:{mount_at}:ro"]
     for key, value in (env or {}).items():
         cmd += ["-e", f"{key}={value}"]
     return cmd + [image, "serve"]

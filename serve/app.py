@@ -144,7 +144,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None,
     def ping():
         # The app exists only after the model loaded and its warm-up prediction passed.
         if store is not None:
-            return json_response({"status": "healthy", "models": len(store.page(10**6, None)[0])})
+            return json_response({"status": "healthy", "models": len(store)})
         return json_response({"status": "healthy", "model": predictor.model_info()})
 
     @app.get("/execution-parameters")

@@ -68,6 +68,9 @@ class ModelStore:
         self._lock = threading.Lock()
         self._loading: set[str] = set()
 
+    def __len__(self) -> int:
+        return len(self._models)
+
     @property
     def used_bytes(self) -> int:
         return sum(m.memory_bytes for m in self._models.values())

@@ -9,7 +9,7 @@ import uuid
 import pytest
 import requests
 
-from scripts.local_endpoint import free_port, wait_until_healthy
+from scripts.local_endpoint import docker_command, free_port, wait_until_healthy
 from serve.models import estimated_memory
 
 
@@ -33,9 +33,8 @@ def models(demo_job, trained_model, tmp_path):
 def endpoint(serve_image, models):
     name, port = f"byoc-test-mme-{uuid.uuid4().hex[:8]}", free_port()
     budget_mb = 2.5 * estimated_memory(models / "demo" / "model") / 2**20  # two models fit
-    subprocess.run(["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
-                    "-v", f"{models}:/opt/ml/models:ro", "-e", "SAGEMAKER_MULTI_MODEL=true",
-                    "-e", f"BYOC_MODEL_MEMORY_MB={budget_mb:.1f}", serve_image, "serve"],
+    env = {"SAGEMAKER_MULTI_MODEL": "true", "BYOC_MODEL_MEMORY_MB": f"{budget_mb:.1f}"}
+    subprocess.run(docker_command(serve_image, models, port, name, env, mount_at="/opt/ml/models"),
                    check=True, capture_output=True)
     url = f"http://127.0.0.1:{port}"
     try:
