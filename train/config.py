@@ -1,8 +1,10 @@
 """Hyperparameters: one typed, validated config, parsed from SageMaker's all-string values.
 
-SageMaker writes every hyperparameter as a string: SDK v2 sends str(value) ("True", "0.001",
-"[750, 500]"), SDK v3 sends JSON ("true", "[750,500]", "\"resnet50\""), the console sends what
-was typed. parse_value() accepts all three. Names may use '-' or '_'.
+SageMaker writes every hyperparameter as a string into /opt/ml/input/config/hyperparameters.json:
+SDK v2 sends str(value) ("True", "0.001", "[750, 500]", "{'overfit': {'patience': 3}}"), SDK v3
+sends strings as they are and JSON for the rest ("true", "[750, 500]"), v2's framework
+estimators JSON for everything ("\"resnet50\""), the console what was typed. parse_value()
+accepts them all. Names may use '-' or '_'.
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ class TrainConfig:
     # Debugger and profiler (debugger/)
     debugger: str = "auto"  # auto (hook when SageMaker configures one), on, strict, off
     debugger_save_interval: int = 0  # > 0: save every collection this often (default config)
-    rule_parameters: str = ""  # JSON overrides of rule thresholds: {"overfit": {"patience": 2}}
+    rule_parameters: dict = field(default_factory=dict)  # rule thresholds: {"overfit": {"patience": 2}}
     profiler: bool = True  # sample CPU/GPU/memory and time each step; report in output/data
     profiler_interval: float = 1.0  # seconds between system samples
     profiler_trace_steps: int = 3  # first-epoch steps traced by torch.profiler; 0 = none
@@ -102,6 +104,12 @@ class TrainConfig:
         return self.weights.lower() != "none"
 
 
+# Hyperparameters that change how a run is watched or written, not what it trains: a run may
+# resume another run's checkpoint of the same job with other values for these.
+NOT_TRAINING = ("num_workers", "log_every_steps", "model_name", "export_onnx", "debugger",
+                "debugger_save_interval", "rule_parameters", "profiler", "profiler_interval",
+                "profiler_trace_steps")
+
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _TYPES = typing.get_type_hints(TrainConfig)
 
@@ -121,19 +129,20 @@ def _default(f: dataclasses.Field):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
+def _decoded(text: str):
+    """A hyperparameter's text as JSON (SDK v3), else as a Python literal (SDK v2's str()), else
+    the text itself."""
+    for decode in (json.loads, ast.literal_eval):
+        try:
+            return decode(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    return text
+
+
 def parse_value(raw, tp):
     """Convert one hyperparameter value (usually a string) to type tp, or raise ValueError."""
-    value = raw
-    if isinstance(raw, str):
-        text = raw.strip()
-        for decode in (json.loads, ast.literal_eval):  # v3 JSON, then v2 Python repr
-            try:
-                value = decode(text)
-                break
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                continue
-        else:
-            value = text
+    value = _decoded(raw.strip()) if isinstance(raw, str) else raw
     if tp is bool:
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.lower() in ("true", "yes", "1")
@@ -148,8 +157,14 @@ def parse_value(raw, tp):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError("expected a number")
         return float(value)
-    if tp is str:  # "{...}" stays the text it was (rule_parameters holds JSON)
+    if tp is str:  # "1.10" stays "1.10", "True" stays "True": the text as it was written
         return value if isinstance(value, str) or not isinstance(raw, str) else raw.strip()
+    if tp is dict:
+        if isinstance(value, str):  # a JSON text sent as a JSON string ("\"{...}\"")
+            value = _decoded(value.strip()) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise ValueError('expected an object such as {"overfit": {"patience": 3}}')
+        return value
     if typing.get_origin(tp) is list:
         if isinstance(value, str):  # "750,500" or ""
             value = [v for v in value.replace(",", " ").split()]

@@ -26,8 +26,13 @@ class TrainingFailed(errors.ClientError):
 
 
 def command(env: environment.Environment, processes_per_host: int) -> list[str]:
-    """python -m train.train [hyperparameters], under torchrun when there is more than one process."""
-    script = ["-m", "train.train", *env.to_cmd_args()]
+    """python -m train.train, under torchrun when there is more than one process.
+
+    The script reads SageMaker's hyperparameters.json itself: the toolkit's own argv
+    (env.to_cmd_args()) JSON-decodes every value and re-renders it, so a dict becomes
+    `k={'a': 1}` and "1.10" becomes 1.1."""
+    hyperparameters = Path(env.input_config_dir) / environment.HYPERPARAMETERS_FILE
+    script = ["-m", "train.train", "--hyperparameters", str(hyperparameters)]
     hosts = list(env.hosts)
     if len(hosts) == 1 and processes_per_host == 1:
         return [sys.executable, *script]
