@@ -31,7 +31,7 @@ from debugger import hook as debug_hook
 from debugger import profiler
 from debugger.config import collections
 from train.config import TrainConfig
-from train.model import create_model, param_groups
+from train.model import create_model, make_optimizer
 
 FULL_SAVE_EVERY = collections()["weights"]["save_interval"]
 
@@ -40,7 +40,7 @@ def step_times(arch: str, setup: str, batch: int, steps: int, device) -> list[fl
     config = TrainConfig(architecture=arch, weights="none", hidden_units=[512], finetune_blocks=-1)
     model, head = create_model(config, 133)
     model.to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, head, config))
+    optimizer = make_optimizer(model, head, config)
     criterion = nn.CrossEntropyLoss()
     images = torch.randn(batch, 3, 224, 224, device=device)
     labels = torch.randint(0, 133, (batch,), device=device)

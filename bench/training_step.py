@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from train.config import TrainConfig
-from train.model import create_model, param_groups, set_trainable
+from train.model import create_model, make_optimizer, set_trainable
 
 
 def steps_per_second(arch: str, finetune_blocks: int, batch: int, steps: int, device) -> float:
@@ -26,7 +26,7 @@ def steps_per_second(arch: str, finetune_blocks: int, batch: int, steps: int, de
     set_trainable(model, head, finetune_blocks)
     cuda = device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
-    optimizer = torch.optim.AdamW(param_groups(model, head, config))
+    optimizer = make_optimizer(model, head, config)
     images = torch.randn(batch, 3, 224, 224, device=device)
     labels = torch.randint(0, 133, (batch,), device=device)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext

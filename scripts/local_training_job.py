@@ -4,11 +4,14 @@
         --job-dir local_run/job --hp epochs=3 --hp weights=none [--debugger]
 
 Writes /opt/ml/input/config/{hyperparameters,resourceconfig,inputdataconfig}.json (hyperparameter
-values as strings, as SageMaker sends them) and, with --debugger, the debughookconfig.json that
-SageMaker writes for a DebuggerHookConfig (debugger/config.py's collections), mounts each channel read-only at
-/opt/ml/input/data/<channel>, mounts job-dir as /opt/ml, and runs `docker run ... IMAGE train`
-with hostname algo-1. Afterwards job-dir holds model/, output/ (data/, failure or success) and
-checkpoints/, as S3 would.
+values as SDK v2 sends them: str() of each) and, with --debugger, the debughookconfig.json that
+SageMaker writes for a DebuggerHookConfig (debugger/config.py's collections), mounts each channel
+read-only at /opt/ml/input/data/<channel>, mounts job-dir as /opt/ml, and runs
+`docker run ... IMAGE train` with hostname algo-1 and TRAINING_JOB_NAME set, as SageMaker does
+(--job-name; the same name again is a restart of the same job, which resumes its checkpoint).
+--checkpoints mounts a folder of your own as /opt/ml/checkpoints, playing the checkpoint S3
+prefix that several jobs may share. Afterwards job-dir holds model/, output/ (data/, failure or
+success) and checkpoints/, as S3 would.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from debugger.config import hook_config
 
 CHANNELS = ("train", "valid", "test")
+DEFAULT_JOB_NAME = "local-training-job"
 
 
 def write_config(job_dir: Path, hyperparameters: dict, channels: list[str], hosts=("algo-1",),
@@ -44,13 +48,19 @@ def write_config(job_dir: Path, hyperparameters: dict, channels: list[str], host
 
 
 def docker_command(image: str, job_dir: Path, data: Path, name: str | None = None,
-                   detach: bool = False) -> list[str]:
+                   detach: bool = False, job_name: str = DEFAULT_JOB_NAME,
+                   checkpoints: Path | None = None) -> list[str]:
+    """checkpoints: a host folder mounted as /opt/ml/checkpoints (default: job_dir's own)."""
     channels = [c for c in CHANNELS if (data / c).is_dir()]
-    cmd = ["docker", "run", "--hostname", "algo-1", "--shm-size", "1g"]
+    cmd = ["docker", "run", "--hostname", "algo-1", "--shm-size", "1g",
+           "-e", f"TRAINING_JOB_NAME={job_name}"]
     cmd += ["-d"] if detach else ["--rm"]
     if name:
         cmd += ["--name", name]
     cmd += ["-v", f"{job_dir.resolve()}:/opt/ml"]
+    if checkpoints is not None:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        cmd += ["-v", f"{checkpoints.resolve()}:/opt/ml/checkpoints"]
     for channel in channels:
         cmd += ["-v", f"{(data / channel).resolve()}:/opt/ml/input/data/{channel}:ro"]
     return cmd + [image, "train"]
@@ -76,11 +86,16 @@ def main() -> int:
                         help="configure the smdebug hook as SageMaker does (tensors in output/tensors)")
     parser.add_argument("--debugger-save-interval", type=int, default=0,
                         help="with --debugger: save every collection this often (default: theirs)")
+    parser.add_argument("--job-name", default=DEFAULT_JOB_NAME,
+                        help="TRAINING_JOB_NAME; the same name again resumes that job's checkpoint")
+    parser.add_argument("--checkpoints", type=Path,
+                        help="a folder mounted as /opt/ml/checkpoints (plays checkpoint_s3_uri)")
     args = parser.parse_args()
     hyperparameters = dict(item.split("=", 1) for item in args.hp)
     prepare_job(args.job_dir, args.data, hyperparameters,
                 args.debugger_save_interval if args.debugger else None)
-    return subprocess.call(docker_command(args.image, args.job_dir, args.data))
+    return subprocess.call(docker_command(args.image, args.job_dir, args.data,
+                                          job_name=args.job_name, checkpoints=args.checkpoints))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@
     python -m scripts.sagemaker_train --local --data demo_data --output local_run/sagemaker \
         --hyperparameters scripts/demo_hyperparameters.json
 
-The data folder (or S3 prefix) holds train/, valid/ and optionally test/; each becomes a channel.
-Prints the job name and where the model.tar.gz is, for scripts/sagemaker_deploy.py.
+The data folder (or S3 prefix) holds train/, valid/ and optionally test/; each one there becomes a
+channel. The hyperparameters are checked here, before any instance starts. Spot jobs checkpoint
+to <output>/checkpoints/<job name>/: SageMaker copies a checkpoint prefix into every job that
+names it, so each job gets its own. Prints the job name and where the model.tar.gz is, for
+scripts/sagemaker_deploy.py.
 """
 from __future__ import annotations
 
@@ -19,27 +22,62 @@ from pathlib import Path
 
 from debugger import config as debug_config
 from scripts import common
+from train.config import ConfigError, from_hyperparameters
 from train.metrics import METRIC_DEFINITIONS
 
 CHANNELS = ("train", "valid", "test")
+REQUIRED = ("train", "valid")
 
 
-def channels(data: str, local: bool) -> dict[str, str]:
+def channels(data: str, local: bool, s3=None, test: str = "auto") -> dict[str, str]:
+    """The job's channels: each split the folder or S3 prefix holds; test "auto" (when it is
+    there), "always" or "never"."""
     if data.startswith("s3://"):
-        return {name: f"{data.rstrip('/')}/{name}" for name in CHANNELS}
-    found = {name: common.uri(Path(data) / name, local) for name in CHANNELS
-             if (Path(data) / name).is_dir()}
-    missing = {"train", "valid"} - set(found)
+        bucket, key = common.split_s3_uri(data)
+        folder = common.s3_folder(key)
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=folder, Delimiter="/")
+        found = {p["Prefix"][len(folder):].rstrip("/") for p in listed.get("CommonPrefixes", [])}
+        base = data.rstrip("/")
+        present = {name: f"{base}/{name}" for name in CHANNELS if name in found}
+    else:
+        present = {name: common.uri(Path(data) / name, local) for name in CHANNELS
+                   if (Path(data) / name).is_dir()}
+    missing = [name for name in REQUIRED if name not in present]
     if missing:
-        raise SystemExit(f"{data} has no {' or '.join(sorted(missing))}/ folder: a data set needs "
+        raise SystemExit(f"{data} has no {' or '.join(missing)}/ folder: a data set needs "
                          "train/ and valid/ (and optionally test/), one sub-folder per class")
-    return found
+    if test == "never":
+        present.pop("test", None)
+    elif test == "always" and "test" not in present:
+        raise SystemExit(f"{data} has no test/ folder (--test-channel always)")
+    return present
 
 
-def debugger_settings(output: str) -> dict:
+def checked_hyperparameters(hyperparameters: dict):
+    """train/'s typed config of what the job will be given (as SDK v2 sends it: str() of each),
+    so that a bad name or value fails now, not after the instances started."""
+    try:
+        return from_hyperparameters({k: str(v) for k, v in hyperparameters.items()})
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+
+
+def job_name(args: argparse.Namespace) -> str:
+    from sagemaker.utils import name_from_base
+
+    return args.job_name or name_from_base("byoc-train")
+
+
+def checkpoint_uri(output: str, name: str) -> str:
+    """A job's own checkpoint prefix; the trailing / keeps job-1 from matching job-10."""
+    return f"{output.rstrip('/')}/checkpoints/{name}/"
+
+
+def debugger_settings(output: str, rule_overrides: dict | None = None) -> dict:
     """The Estimator's Debugger arguments: the hook's collections, the built-in rules and
-    ProfilerReport with debugger/config.py's parameters, and system monitoring (framework
-    profiling stays off: smdebug's is broken on torch >= 2; train/ traces with torch.profiler)."""
+    ProfilerReport with debugger/config.py's parameters (and the job's rule_parameters), and system
+    monitoring (framework profiling stays off: smdebug's is broken on torch >= 2; train/ traces
+    with torch.profiler)."""
     from sagemaker.debugger import (
         CollectionConfig, DebuggerHookConfig, ProfilerConfig, ProfilerRule, Rule, rule_configs,
     )
@@ -50,29 +88,33 @@ def debugger_settings(output: str) -> dict:
                               collection_configs=collections)
     # Each rule gets our collections: left alone, the SDK adds the rule's own defaults (losses
     # every 500 steps, ...) over them.
+    params = debug_config.rule_parameters(rule_overrides)
     rules = [
         Rule.sagemaker(getattr(rule_configs, name)(),
-                       rule_parameters={k: str(v) for k, v in params.items()},
+                       rule_parameters={k: str(v) for k, v in params[name].items()},
                        collections_to_save=collections)
-        for name, params in debug_config.RULES.items()
+        for name in debug_config.RULES
     ]
     report = {f"{sagemaker_name}_{key}": value
               for ours, sagemaker_name in debug_config.SAGEMAKER_PROFILER_RULES.items()
-              for key, value in debug_config.PROFILER_RULES[ours].items()}
+              for key, value in params[ours].items()}
     rules.append(ProfilerRule.sagemaker(rule_configs.ProfilerReport(**report)))
     profiler = ProfilerConfig(s3_output_path=f"{output.rstrip('/')}/profiler-output",
                               system_monitor_interval_millis=debug_config.SYSTEM_MONITOR_INTERVAL_MS)
     return {"debugger_hook_config": hook, "rules": rules, "profiler_config": profiler}
 
 
-def estimator(args: argparse.Namespace, sagemaker_session, hyperparameters: dict):
+def estimator(args: argparse.Namespace, sagemaker_session, hyperparameters: dict,
+              checkpoints: str | None = None):
+    """checkpoints: the checkpoint S3 prefix of spot jobs."""
     from sagemaker.estimator import Estimator
 
     local = args.local
+    rule_overrides = checked_hyperparameters(hyperparameters).rule_parameters
     spot = {}
     if args.spot and not local:  # spot capacity can be taken back: resume from checkpoints
         spot = {"use_spot_instances": True, "max_wait": args.max_run_s * 2,
-                "checkpoint_s3_uri": f"{args.output.rstrip('/')}/checkpoints"}
+                "checkpoint_s3_uri": checkpoints}
     return Estimator(
         image_uri=common.image_uri("train", args, sagemaker_session),
         role=common.role(args),
@@ -87,9 +129,15 @@ def estimator(args: argparse.Namespace, sagemaker_session, hyperparameters: dict
         # Local mode runs neither the Debugger's rule containers nor the profiler: the training
         # container evaluates the same rules itself (hyperparameter debugger=on).
         **({"debugger_hook_config": False, "disable_profiler": True} if local
-           else debugger_settings(args.output)),
+           else debugger_settings(args.output, rule_overrides)),
         **spot,
     )
+
+
+def add_test_channel_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--test-channel", choices=("auto", "always", "never"), default="auto",
+                        help="declare a test channel: when the data has test/ (auto), or always "
+                             "(failing without it), or never")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,14 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spot", action="store_true", help="managed spot training (AWS only)")
     parser.add_argument("--max-run-s", type=int, default=24 * 3600)
     parser.add_argument("--no-wait", action="store_true", help="start the job and return")
+    parser.add_argument("--job-name", help="default: byoc-train-<timestamp>")
+    add_test_channel_argument(parser)
     args = parser.parse_args(argv)
 
     sagemaker_session = common.session(args)
     hyperparameters = common.load_hyperparameters(args.hyperparameters, args.hp)
-    job = estimator(args, sagemaker_session, hyperparameters)
+    name = job_name(args)
+    job = estimator(args, sagemaker_session, hyperparameters, checkpoint_uri(args.output, name))
+    inputs = channels(args.data, args.local, sagemaker_session.boto_session.client("s3"),
+                      args.test_channel)
     wait = args.local or not args.no_wait  # local mode always runs to the end
     try:
-        job.fit(channels(args.data, args.local), wait=wait, logs="All" if wait else "None")
+        job.fit(inputs, job_name=name, wait=wait, logs="All" if wait else "None")
     finally:
         if args.local:
             common.remove_local_containers("train", image_tag=args.image_tag)

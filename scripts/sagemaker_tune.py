@@ -5,7 +5,8 @@ around the same Estimator as scripts/sagemaker_train.py).
         --role arn:aws:iam::ACCOUNT:role/SageMakerRole --max-jobs 20 --max-parallel-jobs 2 \
         --hp epochs=8 [--strategy Bayesian|Random|Hyperband] [--warm-start-from PARENT_JOB]
 
-The objective is train/'s validation accuracy, maximised, read from the training log. When the
+The objective is train/'s (train/metrics.py): the best validation accuracy so far, maximised, read
+from the training log; its last value is the accuracy of the model the job exports. When the
 tuning job ends, prints the best training job, its hyperparameters and its objective value.
 """
 from __future__ import annotations
@@ -35,8 +36,11 @@ def tuner(args: argparse.Namespace, sagemaker_session, hyperparameters: dict):
     if args.warm_start_from:
         extra["warm_start_config"] = WarmStartConfig(
             WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM, parents={args.warm_start_from})
+    # The trials share one checkpoint prefix (a tuning job has one training job definition); the
+    # training container keeps each trial's checkpoint in a folder named after the trial's job.
+    checkpoints = sagemaker_train.checkpoint_uri(args.output, args.job_name)
     return HyperparameterTuner(
-        estimator=sagemaker_train.estimator(args, sagemaker_session, fixed),
+        estimator=sagemaker_train.estimator(args, sagemaker_session, fixed, checkpoints),
         objective_metric_name=OBJECTIVE_METRIC,
         objective_type=OBJECTIVE_TYPE,
         # The tuner does not take these from the estimator: without them SageMaker cannot read
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wait", action="store_true", help="start the tuning job and return")
     parser.add_argument("--job-name", default=f"byoc-tune-{time.strftime('%y%m%d-%H%M%S')}",
                         help="at most 32 characters")
+    sagemaker_train.add_test_channel_argument(parser)
     args = parser.parse_args(argv)
     if args.local:
         parser.error("SageMaker's tuner does not run in local mode: use python -m tune.local")
@@ -100,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     sagemaker_session = common.session(args)
     hyperparameters = common.load_hyperparameters(args.hyperparameters, args.hp)
     job = tuner(args, sagemaker_session, hyperparameters)
-    job.fit(sagemaker_train.channels(args.data, local=False), job_name=args.job_name,
-            wait=not args.no_wait)
+    inputs = sagemaker_train.channels(args.data, False, sagemaker_session.boto_session.client("s3"),
+                                      args.test_channel)
+    job.fit(inputs, job_name=args.job_name, wait=not args.no_wait)
     name = job.latest_tuning_job.name
     print(f"tuning job: {name}")
     if not args.no_wait:

@@ -15,15 +15,9 @@ from pathlib import Path
 import boto3
 
 from artifact.preprocess import IMAGE_EXTENSIONS
+from scripts import common
 
 SPLITS = ("train", "valid", "test")
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://") or len(uri) <= 5:
-        raise SystemExit(f"{uri!r} is not an s3://bucket/prefix URI")
-    bucket, _, prefix = uri[5:].partition("/")
-    return bucket, prefix.strip("/")
 
 
 def local_files(data: Path) -> dict[str, Path]:
@@ -36,28 +30,25 @@ def local_files(data: Path) -> dict[str, Path]:
             if path.suffix.lower() in IMAGE_EXTENSIONS}
 
 
-def remote_sizes(s3, bucket: str, prefix: str) -> dict[str, int]:
-    sizes = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
-        for item in page.get("Contents", []):
-            sizes[item["Key"][len(prefix) + 1:]] = item["Size"]
-    return sizes
+def remote_sizes(s3, uri: str) -> dict[str, int]:
+    return {key: item["Size"] for key, item in common.list_s3(s3, uri)}
 
 
 def upload(data: Path, uri: str, s3=None, threads: int = 16) -> dict[str, int]:
     """Returns {"uploaded": n, "skipped": n}; raises SystemExit if S3 then lacks a file."""
     s3 = s3 or boto3.client("s3")
-    bucket, prefix = split_s3_uri(uri)
+    bucket, prefix = common.split_s3_uri(uri)
+    folder = common.s3_folder(prefix)
     files = local_files(data)
-    present = remote_sizes(s3, bucket, prefix)
+    present = remote_sizes(s3, uri)
     todo = [key for key, path in files.items() if present.get(key) != path.stat().st_size]
 
     def put(key: str) -> None:
-        s3.upload_file(str(files[key]), bucket, f"{prefix}/{key}")
+        s3.upload_file(str(files[key]), bucket, folder + key)
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(put, todo))
-    after = remote_sizes(s3, bucket, prefix)
+    after = remote_sizes(s3, uri)
     for split in SPLITS:
         expected = sum(key.startswith(f"{split}/") for key in files)
         found = sum(key.startswith(f"{split}/") and key in files for key in after)

@@ -83,9 +83,19 @@ def moto_url():
 
 @pytest.fixture
 def aws(moto_url, monkeypatch):
-    """Every boto3 client of the scripts talks to moto."""
+    """Every boto3 client of the scripts talks to moto. s3://data/dogs holds train/ and valid/
+    (a file each), s3://data/dogs-with-test also test/."""
     import boto3
 
     for key, value in {**moto_environment(moto_url), "IMAGE_PREFIX": "byoc"}.items():
         monkeypatch.setenv(key, value)
-    return boto3.Session(region_name=MOTO_REGION)
+    session = boto3.Session(region_name=MOTO_REGION)
+    s3 = session.client("s3")
+    if "data" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket="data", CreateBucketConfiguration={"LocationConstraint": MOTO_REGION})
+        for prefix, splits in (("dogs", ("train", "valid")),
+                               ("dogs-with-test", ("train", "valid", "test"))):
+            for split in splits:
+                s3.put_object(Bucket="data", Key=f"{prefix}/{split}/001.Affenpinscher/a.jpg",
+                              Body=b"jpeg")
+    return session

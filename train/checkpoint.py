@@ -1,16 +1,20 @@
 """Checkpoints for spot training: written after every epoch and on SIGTERM, resumed automatically.
 
-SageMaker syncs /opt/ml/checkpoints with checkpoint_s3_uri, restores it into a restarted job, and
-stops a job (spot interruption, StopTrainingJob, MaxRuntime) with SIGTERM then SIGKILL 120 s
-later. The checkpoint holds everything needed to continue exactly where training stopped,
-mid-epoch included: model, optimizer, scheduler, scaler, epoch, position in the epoch, partial
-sums, history and RNG states. It is loaded with weights_only=True: tensors and plain data only.
+SageMaker syncs /opt/ml/checkpoints with checkpoint_s3_uri and stops a job (spot interruption,
+StopTrainingJob, MaxRuntime) with SIGTERM then SIGKILL 120 s later. It syncs the prefix down into
+every job that names it, not only into a spot restart of the same job: so each job keeps its
+checkpoint in a folder of its own, /opt/ml/checkpoints/<TRAINING_JOB_NAME>/ (a restart keeps the
+name), and never reads or writes another job's. The checkpoint holds everything needed to
+continue exactly where training stopped, mid-epoch included: model, optimizer, scheduler, scaler,
+epoch, position in the epoch, partial sums, history, RNG states, and the job's name and
+hyperparameters, checked on load. It is loaded with weights_only=True: tensors and plain data.
 """
 from __future__ import annotations
 
 import logging
 import os
 import random
+import re
 import signal
 from pathlib import Path
 
@@ -19,6 +23,7 @@ import torch
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
+LOCAL_JOB = "local-run"  # the job name outside SageMaker (no TRAINING_JOB_NAME)
 
 
 class StopRequested:
@@ -59,18 +64,36 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(directory: Path, state: dict) -> Path:
-    """Atomic: a kill during the write leaves the previous checkpoint intact."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / CHECKPOINT_FILE
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+def job_name() -> str:
+    """SageMaker's TRAINING_JOB_NAME: the same for a spot restart of a job, unique otherwise."""
+    return os.environ.get("TRAINING_JOB_NAME", "").strip() or LOCAL_JOB
 
 
-def load(directory: Path) -> dict | None:
-    path = directory / CHECKPOINT_FILE
-    if not path.is_file():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+class JobCheckpoints:
+    """One job's checkpoint: root/<job>/checkpoint.pt, where root is what SageMaker syncs."""
+
+    def __init__(self, root: Path, job: str):
+        self.root, self.job = root, job
+        self.directory = root / re.sub(r"[^A-Za-z0-9._-]", "-", job)
+        self.path = self.directory / CHECKPOINT_FILE
+
+    def save(self, state: dict) -> Path:
+        """Atomic: a kill during the write leaves the previous checkpoint intact."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({**state, "job": self.job}, tmp)
+        os.replace(tmp, self.path)
+        return self.path
+
+    def load(self) -> dict | None:
+        if not self.path.is_file():
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=True)
+
+    def other_jobs(self) -> list[str]:
+        """Checkpoints under root that belong to other jobs (a shared prefix syncs them here)."""
+        found = sorted(p.parent.name for p in self.root.glob(f"*/{CHECKPOINT_FILE}")
+                       if p.parent != self.directory)
+        if (self.root / CHECKPOINT_FILE).is_file():
+            found.append(f"{CHECKPOINT_FILE} (an older image's, job unknown)")
+        return found

@@ -29,6 +29,14 @@ class Context:
         if self.distributed:
             dist.barrier()
 
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when flag is True on any: a collective, every rank must call it."""
+        if not self.distributed:
+            return flag
+        tensor = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
     def all_sum(self, values: list[float]) -> list[float]:
         """Element-wise sum over all ranks."""
         if not self.distributed:

@@ -3,10 +3,11 @@
 SageMaker's metric definitions, the hyperparameter tuner's objective and the local scripts all
 import METRIC_DEFINITIONS from here. A metric line looks like
 
-    #metrics epoch=3 train_loss=0.5123 train_acc=0.8312 valid_loss=0.6012 valid_acc=0.8100 ...
+    #metrics epoch=3 train_loss=0.5123 train_acc=0.8312 valid_loss=0.6012 valid_acc=0.8100 valid_best_acc=0.8250 ...
     #metrics test_loss=0.4410 test_top1=0.9200 test_top5=0.9900
 
-Every value is key=number with no spaces; each key appears on one kind of line only.
+Every value is key=number with no spaces; each key appears on one kind of line only, and no key
+ends another (a regex for valid_acc= must not read valid_best_acc=).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ METRICS = {
     "train:accuracy": "train_acc",
     "valid:loss": "valid_loss",
     "valid:accuracy": "valid_acc",
+    "valid:best_accuracy": "valid_best_acc",
     "test:loss": "test_loss",
     "test:top1": "test_top1",
     "test:top5": "test_top5",
@@ -31,8 +33,10 @@ METRICS = {
 METRIC_DEFINITIONS = [
     {"Name": name, "Regex": rf"{key}={_NUMBER}"} for name, key in METRICS.items()
 ]
-# The tuner's objective: maximise the best validation accuracy reached.
-OBJECTIVE_METRIC = "valid:accuracy"
+# The tuners' objective: the best validation accuracy so far, logged every epoch. Its last value is
+# the exported model's accuracy (the artifact holds the best epoch), and the last value is what
+# SageMaker's tuner ranks a training job by; its per-epoch values feed early stopping.
+OBJECTIVE_METRIC = "valid:best_accuracy"
 OBJECTIVE_TYPE = "Maximize"
 
 

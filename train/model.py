@@ -1,7 +1,9 @@
-"""The model to fine-tune: pretrained weights, which parts train, and their learning rates."""
+"""The model to fine-tune: pretrained weights, which parts train, and their learning rates
+(parameter groups, optimizer and schedule, shared with tune/features.py's head-only trials)."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -111,12 +113,13 @@ def freeze_batchnorm_stats(model: nn.Module) -> None:
             module.eval()
 
 
-def param_groups(model: nn.Module, head_name: str, config: TrainConfig) -> list[dict]:
-    """Head at lr, backbone at lr * backbone_lr_scale; no weight decay on biases and norms."""
+def param_groups(model: nn.Module, head_name: str | None, config: TrainConfig) -> list[dict]:
+    """Head at lr, backbone at lr * backbone_lr_scale; no weight decay on biases and norms.
+    head_name None: the whole module is the head."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            is_head = name.startswith(head_name + ".")
+            is_head = head_name is None or name.startswith(head_name + ".")
             groups.setdefault((is_head, p.ndim > 1), []).append(p)
     return [
         {
@@ -126,3 +129,30 @@ def param_groups(model: nn.Module, head_name: str, config: TrainConfig) -> list[
         }
         for (is_head, decay), params in sorted(groups.items())
     ]
+
+
+def make_optimizer(model: nn.Module, head_name: str | None,
+                   config: TrainConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, head_name, config)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=config.momentum, nesterov=True)
+    return torch.optim.AdamW(groups)
+
+
+def lr_lambda(warmup_steps: int, total_steps: int):
+    """Linear warmup to the peak learning rate, then cosine decay to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped after every batch: warmup_epochs of warmup, then cosine decay over the rest."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
+        round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch))

@@ -4,7 +4,9 @@
     torchrun --nproc_per_node 2 -m train.train ...        (DistributedDataParallel)
 
 In the training image, `train` runs this through train/launcher.py with SageMaker's channels and
-hyperparameters. Every failure ends in output/failure (reason, then traceback) and a non-zero exit.
+hyperparameters.json. Every failure ends in output/failure (reason, then traceback) and a
+non-zero exit. Read it top to bottom: train_one_epoch, evaluate, fit (the epoch loop), load_data,
+setup, resume, then run and main.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,8 +28,9 @@ from artifact.manifest import Manifest, Preprocessing
 from debugger import hook as debug_hook
 from debugger import profiler, report, rules
 from train import checkpoint, distributed
-from train.config import ConfigError, TrainConfig, describe, from_hyperparameters, pairs_to_dict
-from train.data import CachedImages, DecodeCache, ShardedSampler, load_splits, prepare
+from train.config import (NOT_TRAINING, ConfigError, TrainConfig, describe, from_hyperparameters,
+                          pairs_to_dict)
+from train.data import CachedImages, DecodeCache, ShardedSampler, Split, load_splits, prepare
 from train.environment import DataError, Paths, require_channels, resolve_paths, write_failure
 from train.evaluate import loss_and_correct, plot_history, predict, test_report
 from train.export import write_artifact
@@ -35,7 +39,8 @@ from train.model import (
     WeightsUnavailable,
     create_model,
     freeze_batchnorm_stats,
-    param_groups,
+    make_optimizer,
+    make_scheduler,
     set_trainable,
 )
 from train.transforms import Normalizer, eval_transform, train_transform
@@ -46,16 +51,76 @@ EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process stopped by it
 USER_ERRORS = (ConfigError, DataError, WeightsUnavailable)
 
 
-def lr_lambda(warmup_steps: int, total_steps: int):
-    """Linear warmup to the peak learning rate, then cosine decay to zero."""
+@dataclass(frozen=True)
+class Precision:
+    """Mixed precision on CUDA: bfloat16 where the GPU computes it natively (compute capability
+    8.0+: A10G, L4, A100, H100), else float16 with loss scaling (T4, the default ml.g4dn; V100).
+    torch.cuda.is_bf16_supported() says yes on a T4 too, where bfloat16 is slowly emulated."""
+    dtype: torch.dtype | None = None  # None: float32 throughout
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    @classmethod
+    def choose(cls, device: torch.device, amp: bool) -> "Precision":
+        if device.type != "cuda" or not amp:
+            return cls(None)
+        major, _ = torch.cuda.get_device_capability(device)
+        return cls(torch.bfloat16 if major >= 8 else torch.float16)
 
-    return factor
+    @property
+    def loss_scaling(self) -> bool:
+        """float16 gradients underflow without GradScaler; bfloat16 has float32's range."""
+        return self.dtype == torch.float16
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.dtype)
+
+
+@dataclass
+class Progress:
+    """Where the run stands: what a checkpoint saves and restores."""
+    epoch: int = 0  # epochs completed
+    consumed: int = 0  # images this rank has trained on in the current epoch (shards are equal)
+    partial: list[float] | None = None  # rank 0's [loss sum, correct, count] of that epoch so far
+    history: list[dict] = field(default_factory=list)  # one record per completed epoch
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    best_model: dict | None = None  # the best epoch's state_dict, on the CPU: what is exported
+
+
+@dataclass
+class Data:
+    splits: dict[str, Split]
+    report: dict  # what prepare() skipped and why
+    train: torch.utils.data.DataLoader
+    valid: torch.utils.data.DataLoader
+    test: torch.utils.data.DataLoader | None  # rank 0's whole test split
+
+
+@dataclass
+class Training:
+    """Everything one run holds; train_one_epoch, evaluate and fit take it whole."""
+    config: TrainConfig
+    paths: Paths
+    ctx: distributed.Context
+    data: Data
+    model: nn.Module  # the network itself: its state is saved and exported
+    net: nn.Module  # what the steps run through: model, or its DistributedDataParallel wrapper
+    normalizer: Normalizer
+    criterion: nn.Module  # the training loss (label smoothing included)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    precision: Precision
+    hook: object  # the smdebug hook, or None
+    monitor: profiler.Monitor
+    stop: checkpoint.StopRequested
+    checkpoints: checkpoint.JobCheckpoints
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.data.splits["train"].classes
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -63,68 +128,102 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
     torch.manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
 
 
-def make_autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return lambda: torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext
-
-
-def train_one_epoch(model, loader, normalizer, criterion, optimizer, scheduler, scaler, autocast,
-                    state: dict, stop: checkpoint.StopRequested, save_state, ctx, config,
-                    monitor: profiler.Monitor) -> dict:
-    """One pass over this rank's shard; returns [loss sum, correct, count] summed over ranks.
-    state["partial"] carries the sums of an epoch resumed mid-way."""
-    model.train()
-    freeze_batchnorm_stats(model)
+def train_one_epoch(training: Training) -> list[float]:
+    """One pass over this rank's shard, from where the epoch stands; returns [loss sum, correct,
+    count] summed over ranks. When any rank is asked to stop (SIGTERM), every rank stops after
+    the same step, and rank 0 saves the checkpoint before they exit."""
+    t, ctx, progress = training, training.ctx, training.progress
+    t.net.train()
+    freeze_batchnorm_stats(t.model)
     # Partial sums of a resumed epoch are rank 0's own (only rank 0 saves checkpoints).
-    sums = (state["partial"] if ctx.is_main else None) or [0.0, 0.0, 0.0]
-    steps = len(loader)
-    for step, (images, labels) in enumerate(monitor.timed(loader, state["epoch"] + 1), start=1):
+    sums = (progress.partial if ctx.is_main else None) or [0.0, 0.0, 0.0]
+    epoch, steps = progress.epoch + 1, len(t.data.train)
+    for step, (images, labels) in enumerate(t.monitor.timed(t.data.train, epoch), start=1):
         labels = labels.to(ctx.device, non_blocking=True)
-        with autocast():
-            logits = model(normalizer(images))
-            loss = criterion(logits, labels)
+        with t.precision.autocast():
+            logits = t.net(t.normalizer(images))
+            loss = t.criterion(logits, labels)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
-            raise FloatingPointError(
-                f"the training loss became {loss_value} at epoch {state['epoch'] + 1} step "
-                f"{step}: lower lr (now {config.lr}) or check the data"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        monitor.end_step(loss_value)
+            raise FloatingPointError(f"the training loss became {loss_value} at epoch {epoch} "
+                                     f"step {step}: lower lr (now {t.config.lr}) or check the data")
+        t.optimizer.zero_grad(set_to_none=True)
+        t.scaler.scale(loss).backward()
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+        t.scheduler.step()
+        t.monitor.end_step(loss_value)
         n = len(labels)
         sums = [sums[0] + loss_value * n, sums[1] + (logits.argmax(1) == labels).sum().item(),
                 sums[2] + n]
-        state["consumed"] += n  # this rank's images so far in the epoch (shards are equal)
-        if ctx.is_main and step % config.log_every_steps == 0:
-            log.info("epoch %d step %d/%d batch_loss=%.4f lr=%.3g", state["epoch"] + 1, step,
-                     steps, loss_value, scheduler.get_last_lr()[-1])
-        if stop.requested:
-            state["partial"] = sums
-            save_state()
+        progress.consumed += n
+        if ctx.is_main and step % t.config.log_every_steps == 0:
+            log.info("epoch %d step %d/%d batch_loss=%.4f lr=%.3g", epoch, step, steps,
+                     loss_value, t.scheduler.get_last_lr()[-1])
+        # Ranks see SIGTERM at different steps; one that stopped alone would leave the others
+        # waiting in DDP's all-reduce until torchrun kills them all, unsaved.
+        if ctx.any_rank(t.stop.requested):
+            progress.partial = sums
+            save_checkpoint(t)
+            ctx.barrier()  # torchrun stops every worker as soon as one exits: after the save
             raise checkpoint.TrainingStopped(
-                f"training was stopped by SIGTERM during epoch {state['epoch'] + 1}; a checkpoint "
-                "was saved. Run the job again with the same checkpoint location to resume."
-            )
+                f"training was stopped by SIGTERM during epoch {epoch}; a checkpoint was saved. "
+                "Run the same job again (a spot restart does) to resume.")
     return ctx.all_sum(sums)
 
 
-def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
-    require_channels(paths)
-    splits = load_splits(paths.train, paths.valid, paths.test)
-    classes = splits["train"].classes
-    model, head_name = create_model(config, len(classes))  # fails fast when weights are missing
-    set_trainable(model, head_name, config.finetune_blocks)
+def evaluate(training: Training, loader) -> tuple[float, float]:
+    """Validation loss (plain cross-entropy) and accuracy over every rank's shard."""
+    t = training
+    debug_hook.set_mode(t.hook, "eval")
+    logits, labels = predict(t.model, loader, t.normalizer, t.precision.autocast,
+                             loss_fn=t.criterion if t.hook else None)
+    loss, correct, count = t.ctx.all_sum(loss_and_correct(logits, labels, nn.CrossEntropyLoss()))
+    return loss / count, correct / count
 
+
+def fit(training: Training) -> None:
+    """Train to config.epochs (or early stopping) from where progress stands; keep the best epoch."""
+    t, config, progress = training, training.config, training.progress
+    while progress.epoch < config.epochs:
+        epoch = progress.epoch
+        if not progress.consumed:
+            seed_epoch(config.seed, epoch, t.ctx.rank)
+        t.data.train.sampler.set_epoch(epoch, start=progress.consumed)
+        debug_hook.set_mode(t.hook, "train")
+        resumed_at, started = progress.consumed, time.perf_counter()
+        loss_sum, correct, count = train_one_epoch(t)
+        train_seconds = time.perf_counter() - started
+        valid_loss, valid_acc = evaluate(t, t.data.valid)
+        if valid_acc > progress.best_acc:
+            progress.best_acc, progress.best_epoch = valid_acc, epoch + 1
+            progress.best_model = {k: v.detach().cpu().clone()
+                                   for k, v in t.model.state_dict().items()}
+        record = {
+            "epoch": epoch + 1, "train_loss": loss_sum / count, "train_acc": correct / count,
+            "valid_loss": valid_loss, "valid_acc": valid_acc,
+            "valid_best_acc": progress.best_acc,  # the objective: the exported model's accuracy
+            "epoch_time": time.perf_counter() - started,
+            "images_per_sec": (progress.consumed - resumed_at) * t.ctx.world_size / train_seconds,
+        }
+        progress.epoch, progress.consumed, progress.partial = epoch + 1, 0, None
+        progress.history.append(record)
+        if t.ctx.is_main:
+            log.info(format_metrics(**record))
+        save_checkpoint(t)
+        patience = config.early_stopping_patience
+        if patience and progress.epoch - progress.best_epoch >= patience:
+            log.info("early stopping: valid accuracy has not improved for %d epochs", patience)
+            break
+
+
+def load_data(config: TrainConfig, ctx: distributed.Context, splits: dict[str, Split],
+              cache_dir: Path) -> Data:
+    """Decode every image once into the cache (one pass per host), then the loaders."""
     cpus = max(1, (os.cpu_count() or 1) // ctx.local_world_size)
     workers = config.num_workers if config.num_workers >= 0 else min(8, max(1, cpus - 1))
-    cache = DecodeCache(paths.cache_dir, config.resize_size, config.interpolation)
-    if ctx.local_rank == 0:  # one decoding pass per host; the other ranks then hit the cache
+    cache = DecodeCache(cache_dir, config.resize_size, config.interpolation)
+    if ctx.local_rank == 0:  # the other ranks then find every image in the cache
         data_report = prepare(splits, cache, workers=cpus)
     ctx.barrier()
     if ctx.local_rank != 0:
@@ -132,9 +231,9 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
 
     def loader(split, transform, *, shuffle, rank=0, world=1):
         # Training shards must be equal (DDP steps in lockstep); evaluation keeps every image.
-        equal_shards = shuffle
         dataset = CachedImages(splits[split], cache, transform)
-        sampler = ShardedSampler(len(dataset), rank, world, shuffle, config.seed, equal_shards)
+        sampler = ShardedSampler(len(dataset), rank, world, shuffle, config.seed,
+                                 equal_shards=shuffle)
         drop_last = shuffle and len(sampler) > config.batch_size  # no 1-image BatchNorm batches
         return torch.utils.data.DataLoader(
             dataset, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
@@ -142,128 +241,129 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
             persistent_workers=workers > 0,
         )
 
-    train_loader = loader("train", train_transform(config.image_size), shuffle=True,
-                          rank=ctx.rank, world=ctx.world_size)
-    valid_loader = loader("valid", eval_transform(config.image_size), shuffle=False,
-                          rank=ctx.rank, world=ctx.world_size)
+    evaluation = eval_transform(config.image_size)
+    return Data(
+        splits=splits, report=data_report,
+        train=loader("train", train_transform(config.image_size), shuffle=True, rank=ctx.rank,
+                     world=ctx.world_size),
+        valid=loader("valid", evaluation, shuffle=False, rank=ctx.rank, world=ctx.world_size),
+        test=loader("test", evaluation, shuffle=False) if "test" in splits and ctx.is_main
+        else None,
+    )
 
-    preprocessing = Preprocessing(image_size=config.image_size, resize_size=config.resize_size,
-                                  interpolation=config.interpolation)
-    use_cuda_layout = ctx.device.type == "cuda" and config.channels_last
-    normalizer = Normalizer(preprocessing.mean, preprocessing.std, ctx.device, use_cuda_layout)
-    model.to(ctx.device, memory_format=torch.channels_last if use_cuda_layout else torch.preserve_format)
+
+def preprocessing(config: TrainConfig) -> Preprocessing:
+    return Preprocessing(image_size=config.image_size, resize_size=config.resize_size,
+                         interpolation=config.interpolation)
+
+
+def setup(config: TrainConfig, paths: Paths, ctx: distributed.Context, data: Data,
+          model: nn.Module, head_name: str) -> Training:
+    """The model on its device, the loss, optimizer, schedule, precision, hook and monitor."""
+    set_trainable(model, head_name, config.finetune_blocks)
+    cuda_layout = ctx.device.type == "cuda" and config.channels_last
+    steps = preprocessing(config)
+    normalizer = Normalizer(steps.mean, steps.std, ctx.device, cuda_layout)
+    model.to(ctx.device, memory_format=torch.channels_last if cuda_layout else torch.preserve_format)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    eval_criterion = nn.CrossEntropyLoss()
-    autocast = make_autocast(ctx.device, config.amp)
-    bfloat16 = ctx.device.type == "cuda" and config.amp and torch.cuda.is_bf16_supported()
+    precision = Precision.choose(ctx.device, config.amp)
     hook = debug_hook.create(config.debugger, model, criterion, paths.tensors_dir,
-                             save_interval=config.debugger_save_interval, bfloat16=bfloat16,
-                             is_main=ctx.is_main)
+                             save_interval=config.debugger_save_interval,
+                             bfloat16=precision.dtype == torch.bfloat16, is_main=ctx.is_main)
     net = model
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
-        )
-    groups = param_groups(model, head_name, config)
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, momentum=config.momentum, nesterov=True)
-    else:
-        optimizer = torch.optim.AdamW(groups)
-    steps_per_epoch = len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lr_lambda(round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch),
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    optimizer = make_optimizer(model, head_name, config)
+    return Training(
+        config=config, paths=paths, ctx=ctx, data=data, model=model, net=net,
+        normalizer=normalizer, criterion=criterion, optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, config, len(data.train)),
+        scaler=torch.amp.GradScaler("cuda", enabled=precision.loss_scaling),
+        precision=precision, hook=hook,
+        monitor=profiler.Monitor(
+            config.profiler and ctx.is_main,
+            interval=profiler.sagemaker_interval() or config.profiler_interval,
+            gpus=[ctx.device.index or 0] if ctx.device.type == "cuda" else [],
+            trace_dir=paths.output_data_dir / "profiler-trace",
+            trace_steps=config.profiler_trace_steps),
+        stop=checkpoint.StopRequested().install(),
+        checkpoints=checkpoint.JobCheckpoints(paths.checkpoint_dir, checkpoint.job_name()),
     )
-    scaler = torch.amp.GradScaler(
-        "cuda", enabled=ctx.device.type == "cuda" and config.amp and not bfloat16
-    )
 
-    state = {"epoch": 0, "consumed": 0, "partial": None, "history": [], "best_acc": -1.0,
-             "best_epoch": 0, "best_model": None}
-    saved = checkpoint.load(paths.checkpoint_dir)
-    if saved is not None:
-        restore(saved, paths.checkpoint_dir, classes, config, state,
-                model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
 
-    def save_state():
-        if ctx.is_main:
-            checkpoint.save(paths.checkpoint_dir, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "state": state, "rng": checkpoint.rng_state(), "classes": classes,
-                "architecture": config.architecture, "config": vars(config),
-            })
+def save_checkpoint(training: Training) -> None:
+    t = training
+    if t.ctx.is_main:
+        t.checkpoints.save({
+            "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+            "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(),
+            "state": vars(t.progress), "rng": checkpoint.rng_state(), "classes": t.classes,
+            "architecture": t.config.architecture, "config": vars(t.config),
+        })
 
-    stop = checkpoint.StopRequested().install()
-    monitor = profiler.Monitor(
-        config.profiler and ctx.is_main,
-        interval=profiler.sagemaker_interval() or config.profiler_interval,
-        gpus=[ctx.device.index or 0] if ctx.device.type == "cuda" else [],
-        trace_dir=paths.output_data_dir / "profiler-trace", trace_steps=config.profiler_trace_steps,
-    ).start()
+
+def resume(training: Training) -> None:
+    """Continue this job from its own checkpoint, if it has one. Other jobs' checkpoints (a
+    shared checkpoint prefix brings them here) are never read, resumed or overwritten."""
+    t, where = training, training.checkpoints
+    others = where.other_jobs()
+    if others:
+        log.info("%s also holds other jobs' checkpoints, left alone: %s", where.root,
+                 ", ".join(others))
+    saved = where.load()
+    if saved is None:
+        return
+    changed = {k: (saved["config"].get(k), v) for k, v in vars(t.config).items()
+               if k not in NOT_TRAINING and saved["config"].get(k) != v}
+    if saved["classes"] != t.classes or changed:
+        what = (", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+                or f"classes {len(saved['classes'])} -> {len(t.classes)}")
+        raise ConfigError(
+            f"{where.path} is a checkpoint of job {saved.get('job')!r} with other settings "
+            f"({what}): resuming it would not train what was asked. Delete it, or give this run "
+            "another job name (TRAINING_JOB_NAME) or checkpoint location")
+    for name in ("model", "optimizer", "scheduler", "scaler"):
+        getattr(t, name).load_state_dict(saved[name])
+    t.progress = Progress(**saved["state"])
+    if t.progress.consumed:  # mid-epoch: continue the random streams where they stopped
+        checkpoint.set_rng_state(saved["rng"])
+    log.info("resumed from %s at epoch %d (+%d images)", where.directory, t.progress.epoch + 1,
+             t.progress.consumed)
+
+
+def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
+    require_channels(paths)
+    splits = load_splits(paths.train, paths.valid, paths.test)
+    # Before the decoding pass, so that missing weights fail in seconds.
+    model, head_name = create_model(config, len(splits["train"].classes))
+    data = load_data(config, ctx, splits, paths.cache_dir)
+    training = setup(config, paths, ctx, data, model, head_name)
+    resume(training)
+    training.monitor.start()
     try:
-        while state["epoch"] < config.epochs:
-            epoch = state["epoch"]
-            if not state["consumed"]:
-                seed_epoch(config.seed, epoch, ctx.rank)
-            train_loader.sampler.set_epoch(epoch, start=state["consumed"])
-            debug_hook.set_mode(hook, "train")
-            resumed_at = state["consumed"]
-            started = time.perf_counter()
-            loss_sum, correct, count = train_one_epoch(
-                net, train_loader, normalizer, criterion, optimizer, scheduler, scaler, autocast,
-                state, stop, save_state, ctx, config, monitor,
-            )
-            train_seconds = time.perf_counter() - started
-            debug_hook.set_mode(hook, "eval")
-            logits, labels = predict(model, valid_loader, normalizer, autocast,
-                                     loss_fn=criterion if hook else None)
-            v_loss, v_correct, v_count = ctx.all_sum(loss_and_correct(logits, labels, eval_criterion))
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": loss_sum / count, "train_acc": correct / count,
-                "valid_loss": v_loss / v_count, "valid_acc": v_correct / v_count,
-                "epoch_time": time.perf_counter() - started,
-                "images_per_sec": (state["consumed"] - resumed_at) * ctx.world_size / train_seconds,
-            }
-            state.update(epoch=epoch + 1, consumed=0, partial=None)
-            state["history"].append(record)
-            if record["valid_acc"] > state["best_acc"]:
-                state["best_acc"], state["best_epoch"] = record["valid_acc"], epoch + 1
-                state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            if ctx.is_main:
-                log.info(format_metrics(**record))
-            save_state()
-            patience = config.early_stopping_patience
-            if patience and epoch + 1 - state["best_epoch"] >= patience:
-                log.info("early stopping: valid accuracy has not improved for %d epochs", patience)
-                break
+        fit(training)
     except BaseException as e:
-        report_run(config, paths, state, ctx, monitor, hook, (model, criterion), failure=e)
+        report_run(training, failure=e)
         raise
-    report_run(config, paths, state, ctx, monitor, hook, (model, criterion))
-
+    report_run(training)
     if not ctx.is_main:
         return {}
-    model.load_state_dict(state["best_model"])
-    log.info("best valid accuracy %.4f at epoch %d", state["best_acc"], state["best_epoch"])
-    test_loader = None
-    if "test" in splits:
-        test_loader = loader("test", eval_transform(config.image_size), shuffle=False)
-    metrics = write_outputs(model, state, splits, data_report, test_loader or valid_loader,
-                            "test" in splits, normalizer, autocast, preprocessing, paths, config)
-    return metrics
+    model.load_state_dict(training.progress.best_model)
+    log.info("best valid accuracy %.4f at epoch %d", training.progress.best_acc,
+             training.progress.best_epoch)
+    return write_outputs(training)
 
 
-def report_run(config, paths: Paths, state: dict, ctx, monitor: profiler.Monitor, hook,
-               hooked: tuple, failure: BaseException | None = None) -> None:
+def report_run(training: Training, failure: BaseException | None = None) -> None:
     """Close the debugger hook, run the rules over its trial, and write rule_report.json and
     training_report.html to output/data: after a failed run too, which is when they matter."""
-    trial = debug_hook.close(hook, *hooked)
-    profile = monitor.stop()
-    if not ctx.is_main:
+    t, config, progress = training, training.config, training.progress
+    trial = debug_hook.close(t.hook, t.model, t.criterion)
+    profile = t.monitor.stop()
+    if not t.ctx.is_main:
         return
-    out = paths.output_data_dir
+    out = t.paths.output_data_dir
     try:
         debugger_verdicts = None
         if trial is not None and (trial / "index").is_dir():
@@ -278,11 +378,11 @@ def report_run(config, paths: Paths, state: dict, ctx, monitor: profiler.Monitor
             json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n")
         (out / "profile.json").write_text(json.dumps(profile) + "\n")
         facts = {"job": os.environ.get("TRAINING_JOB_NAME", "local run"),
-                 "architecture": config.architecture, "epochs run": len(state["history"]),
-                 "best valid accuracy": f"{state['best_acc']:.4f} (epoch {state['best_epoch']})",
+                 "architecture": config.architecture, "epochs run": len(progress.history),
+                 "best valid accuracy": f"{progress.best_acc:.4f} (epoch {progress.best_epoch})",
                  "outcome": f"failed: {failure}" if failure else "completed"}
         path = report.write(out / "training_report.html", title="Training report", facts=facts,
-                            history=state["history"], profile=profile,
+                            history=progress.history, profile=profile,
                             debugger_verdicts=debugger_verdicts,
                             profiler_verdicts=profiler_verdicts)
         log.info("training report: %s", path)
@@ -290,54 +390,36 @@ def report_run(config, paths: Paths, state: dict, ctx, monitor: profiler.Monitor
         log.exception("could not write the training report")
 
 
-def restore(saved: dict, where: Path, classes: list[str], config: TrainConfig, state: dict,
-            **stateful) -> None:
-    """Load a checkpoint into the training state and each stateful object (model, optimizer...)."""
-    if saved["classes"] != classes or saved["architecture"] != config.architecture:
-        raise ConfigError(
-            f"the checkpoint in {where} belongs to another model ({saved['architecture']}, "
-            f"{len(saved['classes'])} classes); delete it or use another checkpoint location"
-        )
-    for name, obj in stateful.items():
-        obj.load_state_dict(saved[name])
-    state.update(saved["state"])
-    if state["consumed"]:  # mid-epoch: continue the random streams where they stopped
-        checkpoint.set_rng_state(saved["rng"])
-    log.info("resumed from %s at epoch %d (+%d images)", where, state["epoch"] + 1,
-             state["consumed"])
-
-
-def write_outputs(model, state, splits, data_report, eval_loader, has_test, normalizer, autocast,
-                  preprocessing: Preprocessing, paths: Paths, config: TrainConfig) -> dict:
+def write_outputs(training: Training) -> dict:
     """Reports and plots in output/data, the test evaluation, and the model artifact."""
-    out = paths.output_data_dir
+    t, config, progress, data = training, training.config, training.progress, training.data
+    out = t.paths.output_data_dir
     out.mkdir(parents=True, exist_ok=True)
-    (out / "data_report.json").write_text(json.dumps(data_report, indent=2, default=str))
-    (out / "history.json").write_text(json.dumps(state["history"], indent=2))
-    plot_history(state["history"], out / "training_curves.png")
-    classes = splits["train"].classes
-    metrics = {"best_valid_acc": state["best_acc"], "best_epoch": state["best_epoch"],
-               "epochs_run": len(state["history"])}
-    if has_test:
-        logits, labels = predict(model, eval_loader, normalizer, autocast)
-        files = [str(p) for p, _ in splits["test"].samples]
-        report = test_report(logits, labels, files, classes, nn.CrossEntropyLoss(), out)
-        log.info(format_metrics(test_loss=report["test_loss"], test_top1=report["test_top1"],
-                                test_top5=report["test_top5"]))
-        metrics.update({k: report[k] for k in ("test_loss", "test_top1", "test_top5")})
+    (out / "data_report.json").write_text(json.dumps(data.report, indent=2, default=str))
+    (out / "history.json").write_text(json.dumps(progress.history, indent=2))
+    plot_history(progress.history, out / "training_curves.png")
+    metrics = {"best_valid_acc": progress.best_acc, "best_epoch": progress.best_epoch,
+               "epochs_run": len(progress.history)}
+    if data.test is not None:
+        logits, labels = predict(t.model, data.test, t.normalizer, t.precision.autocast)
+        files = [str(p) for p, _ in data.splits["test"].samples]
+        result = test_report(logits, labels, files, t.classes, nn.CrossEntropyLoss(), out)
+        log.info(format_metrics(test_loss=result["test_loss"], test_top1=result["test_top1"],
+                                test_top5=result["test_top5"]))
+        metrics.update({k: result[k] for k in ("test_loss", "test_top1", "test_top5")})
+    steps = preprocessing(config)
     sample = None
     if config.export_onnx:  # real eval images to check the ONNX export on
-        images, _ = next(iter(eval_loader))
-        cpu = Normalizer(preprocessing.mean, preprocessing.std, torch.device("cpu"), False)
-        sample = cpu(images[:4])
+        images, _ = next(iter(data.test if data.test is not None else data.valid))
+        sample = Normalizer(steps.mean, steps.std, torch.device("cpu"), False)(images[:4])
     manifest = Manifest(
-        architecture=config.architecture, classes=classes, hidden_units=config.hidden_units,
-        dropout=config.dropout, preprocessing=preprocessing, name=config.model_name,
+        architecture=config.architecture, classes=t.classes, hidden_units=config.hidden_units,
+        dropout=config.dropout, preprocessing=steps, name=config.model_name,
         version=os.environ.get("TRAINING_JOB_NAME", time.strftime("%Y%m%d-%H%M%S")),
         metrics=metrics,
     )
-    write_artifact(model, manifest, paths.model_dir, sample)
-    log.info("model artifact written to %s", paths.model_dir)
+    write_artifact(t.model, manifest, t.paths.model_dir, sample)
+    log.info("model artifact written to %s", t.paths.model_dir)
     return metrics
 
 
@@ -350,7 +432,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--output-root", help="plays /opt/ml: model/ output/ checkpoints/")
     parser.add_argument("--checkpoint-dir", help="default /opt/ml/checkpoints")
     parser.add_argument("--cache-dir", help="decoded image cache (default /tmp/byoc-image-cache)")
-    parser.add_argument("--hyperparameters", help="a hyperparameters.json (values as SageMaker sends them)")
+    parser.add_argument("--hyperparameters",
+                        help="a hyperparameters.json (values as SageMaker writes them)")
     args, rest = parser.parse_known_args(argv)
     values = json.loads(Path(args.hyperparameters).read_text()) if args.hyperparameters else {}
     values.update(pairs_to_dict(rest))

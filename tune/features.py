@@ -24,8 +24,7 @@ from artifact.manifest import Preprocessing
 from artifact.network import make_head
 from train.config import TrainConfig
 from train.data import CachedImages, DecodeCache, load_splits, prepare
-from train.model import create_model
-from train.train import lr_lambda
+from train.model import create_model, make_optimizer, make_scheduler
 from train.transforms import Normalizer, eval_transform
 
 log = logging.getLogger(__name__)
@@ -85,24 +84,16 @@ def extract(config: TrainConfig, data_dir: Path, cache_dir: Path) -> Features:
 
 def train_head(features: Features, config: TrainConfig,
                report: Callable[[int, float], None] | None = None) -> float:
-    """Training's head on the cached features; report(epoch, valid accuracy) after each epoch
-    (it may raise to stop the trial). Returns the best validation accuracy."""
+    """Training's head on the cached features; after each epoch, report(epoch, the best validation
+    accuracy so far: train/'s objective) may raise to stop the trial. Returns the best."""
     torch.manual_seed(config.seed)
     head = make_head(features.train_x.shape[1], config.hidden_units, config.dropout,
                      features.num_classes)
-    decay = [p for p in head.parameters() if p.ndim > 1]  # as train/: no decay on biases
-    rest = [p for p in head.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": rest, "weight_decay": 0.0}]
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    optimizer = make_optimizer(head, None, config)  # as train/: no decay on biases
     size = len(features.train_y)
     # As train/'s loader: a last partial batch is dropped, unless it is the only one.
     steps_per_epoch = size // config.batch_size if size > config.batch_size else 1
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
-        round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch))
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     best = 0.0
     for epoch in range(1, config.epochs + 1):
@@ -123,5 +114,5 @@ def train_head(features: Features, config: TrainConfig,
             accuracy = (head(features.valid_x).argmax(1) == features.valid_y).float().mean().item()
         best = max(best, accuracy)
         if report:
-            report(epoch, accuracy)
+            report(epoch, best)
     return best

@@ -4,8 +4,9 @@
     python -m tune.local --data demo_data --trials 20 ...     # again: resumes the same study
 
 Each trial is a real training run (python -m train.train, the code the container runs) whose
-per-epoch `#metrics` lines are read as they come: the validation accuracy is reported to Optuna
-after every epoch, and the median pruner stops trials that fall behind. A trial that fails
+per-epoch `#metrics` lines are read as they come: the objective (train/metrics.py: the best
+validation accuracy so far, SageMaker's tuner's too) is reported to Optuna after every epoch,
+and the median pruner stops trials that fall behind. A trial that fails
 (a bad combination, out of memory, a NaN loss) or runs past --trial-timeout-s is recorded as
 failed with its reason, and the study goes on.
 
@@ -58,8 +59,9 @@ def report_epoch(trial: optuna.Trial, epoch: int, accuracy: float) -> None:
 
 
 def run_trial(trial: optuna.Trial, cmd: list[str], out: Path, timeout_s: float) -> float:
-    """Runs one training, reporting each epoch's objective; returns the best one."""
-    best, epoch = None, 0
+    """Runs one training, reporting each epoch's objective; returns its last value, as SageMaker's
+    tuner takes it (the best validation accuracy so far: the exported model's)."""
+    objective, epoch = None, 0
     with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as process:
         expired = threading.Event()
@@ -75,8 +77,8 @@ def run_trial(trial: optuna.Trial, cmd: list[str], out: Path, timeout_s: float) 
                 values = parse_metrics(line).get(OBJECTIVE_METRIC)
                 if values:
                     epoch += 1
-                    best = values[0] if best is None else max(best, values[0])
-                    report_epoch(trial, epoch, values[0])
+                    objective = values[-1]
+                    report_epoch(trial, epoch, objective)
         finally:
             watchdog.cancel()
             if process.poll() is None:
@@ -88,9 +90,9 @@ def run_trial(trial: optuna.Trial, cmd: list[str], out: Path, timeout_s: float) 
         failure = out / "output" / "failure"
         reason = failure.read_text().split("\n\n")[0] if failure.is_file() else "no failure file"
         raise TrialFailed(f"training exited with {process.returncode}: {reason}")
-    if best is None:
+    if objective is None:
         raise TrialFailed(f"training logged no {OBJECTIVE_METRIC}")
-    return best
+    return objective
 
 
 def fast_trial(trial: optuna.Trial, features, hyperparameters: dict) -> float:

@@ -68,33 +68,60 @@ def test_bad_hyperparameter_fails_listing_the_valid_ones(train_image, demo_data,
     assert "batch_size='large': expected an integer" in failure and "Valid hyperparameters" in failure
 
 
-def test_docker_stop_checkpoints_and_a_rerun_resumes(train_image, demo_data, tmp_path):
-    """SageMaker stops a job (spot interruption) like `docker stop`: SIGTERM to PID 1."""
-    job, name = tmp_path / "job", f"byoc-test-{uuid.uuid4().hex[:8]}"
-    hyperparameters = {**TINY, "epochs": "4", "batch_size": "8"}
-    prepare_job(job, demo_data, hyperparameters)
-    subprocess.run(docker_command(train_image, job, demo_data, name=name, detach=True), check=True,
-                   capture_output=True)
+def docker_logs(name: str) -> str:
+    result = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+    return result.stdout + result.stderr
+
+
+def test_jobs_sharing_a_checkpoint_prefix_keep_apart_and_a_stopped_job_resumes(train_image,
+                                                                             demo_data, tmp_path):
+    """One host folder plays the checkpoint S3 prefix, which SageMaker syncs into every job that
+    names it. Job A finishes. Job B (another head, lr and epoch count) must train from scratch
+    and leave A's checkpoint alone; stopped as a spot interruption stops it (SIGTERM to PID 1),
+    B started again under its own name resumes its own checkpoint and finishes its epochs.
+    B's rule_parameters are a dict, written as SDK v2 writes one (its str(): a Python repr)."""
+    prefix = tmp_path / "checkpoint-prefix"
+    job_a = tmp_path / "job-a"
+    prepare_job(job_a, demo_data, {**TINY, "epochs": "3"})
+    first = subprocess.run(docker_command(train_image, job_a, demo_data, job_name="job-a",
+                                          checkpoints=prefix),
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:]
+    a_checkpoint = (prefix / "job-a" / "checkpoint.pt").read_bytes()
+
+    job_b, name = tmp_path / "job-b", f"byoc-test-{uuid.uuid4().hex[:8]}"
+    prepare_job(job_b, demo_data, {
+        **TINY, "epochs": "4", "batch_size": "8", "lr": "0.01", "hidden_units": "[24]",
+        "rule_parameters": {"dataloader_bound": {"threshold": 0.0, "wait_fraction": 0.0}}})
+    job = {"job_name": "job-b", "checkpoints": prefix}
+    subprocess.run(docker_command(train_image, job_b, demo_data, name=name, detach=True, **job),
+                   check=True, capture_output=True)
     try:
         deadline = time.time() + 300
-        while "epoch 2 step 5/" not in subprocess.run(["docker", "logs", name], capture_output=True,
-                                                      text=True).stdout:
+        while "epoch 2 step 5/" not in docker_logs(name):
             assert time.time() < deadline, "training never reached epoch 2"
             time.sleep(0.5)
         subprocess.run(["docker", "stop", "-t", "120", name], check=True, capture_output=True)
         state = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", name],
                                capture_output=True, text=True).stdout.strip()
-        first_log = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
+        stopped_log = docker_logs(name)
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-    assert state == "1", first_log[-3000:]
-    assert "stopped by SIGTERM" in (job / "output" / "failure").read_text()
-    assert (job / "checkpoints" / "checkpoint.pt").is_file()
+    assert state == "1", stopped_log[-3000:]
+    assert "resumed from" not in stopped_log
+    assert "other jobs' checkpoints, left alone: job-a" in stopped_log
+    assert "stopped by SIGTERM" in (job_b / "output" / "failure").read_text()
+    assert (prefix / "job-b" / "checkpoint.pt").is_file()
+    assert (prefix / "job-a" / "checkpoint.pt").read_bytes() == a_checkpoint
 
-    second = subprocess.run(docker_command(train_image, job, demo_data), capture_output=True,
-                            text=True, timeout=600)
+    second = subprocess.run(docker_command(train_image, job_b, demo_data, **job),
+                            capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:]
-    assert "resumed from /opt/ml/checkpoints at epoch 2" in second.stdout
-    assert not (job / "output" / "failure").exists()
-    history = json.loads((job / "output" / "data" / "history.json").read_text())
+    assert "resumed from /opt/ml/checkpoints/job-b at epoch 2" in second.stdout
+    assert not (job_b / "output" / "failure").exists()
+    history = json.loads((job_b / "output" / "data" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert read_manifest(job_b / "model").hidden_units == [24]
+    assert (prefix / "job-a" / "checkpoint.pt").read_bytes() == a_checkpoint
+    verdicts = {v["rule"]: v for v in json.loads((job_b / "output/data/rule_report.json").read_text())}
+    assert "(limit 0%" in verdicts["dataloader_bound"]["why"]  # the job's own threshold

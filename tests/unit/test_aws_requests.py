@@ -17,7 +17,6 @@ REGISTRY = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 
 def test_upload_skips_what_is_there_and_checks_the_counts(aws, small_data, capsys):
     s3 = aws.client("s3")
-    s3.create_bucket(Bucket="data", CreateBucketConfiguration={"LocationConstraint": REGION})
     total = sum(1 for _ in small_data.glob("*/*/*"))
     assert upload_data.upload(small_data, "s3://data/shapes", s3) == {"uploaded": total, "skipped": 0}
     assert "train: 48 images" in capsys.readouterr().out
@@ -66,11 +65,12 @@ def test_training_job_request(aws, sent, capsys):
     assert job["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
     assert job["ResourceConfig"]["InstanceCount"] == 2
     assert job["EnableManagedSpotTraining"] is True
-    assert job["CheckpointConfig"]["S3Uri"] == "s3://data/runs/checkpoints"
+    # The job's own prefix: SageMaker copies a checkpoint prefix into every job that names it.
+    assert job["CheckpointConfig"]["S3Uri"] == f"s3://data/runs/checkpoints/{name}/"
     assert job["StoppingCondition"]["MaxWaitTimeInSeconds"] >= job["StoppingCondition"]["MaxRuntimeInSeconds"]
+    # s3://data/dogs has no test/ (its sibling dogs-with-test has): no test channel.
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
-    assert channels == {"train": "s3://data/dogs/train", "valid": "s3://data/dogs/valid",
-                        "test": "s3://data/dogs/test"}
+    assert channels == {"train": "s3://data/dogs/train", "valid": "s3://data/dogs/valid"}
     assert job["OutputDataConfig"]["S3OutputPath"] == "s3://data/runs"
     # Debugger: the hook saves debugger/config.py's collections; SageMaker's rule containers
     # judge them with the same rules and parameters the training container uses locally.
@@ -91,6 +91,36 @@ def test_training_job_request(aws, sent, capsys):
     [report] = job["ProfilerRuleConfigurations"]
     assert report["RuleParameters"]["rule_to_invoke"] == "ProfilerReport"
     assert report["RuleParameters"]["StepOutlier_n_outliers"] == "10"
+
+
+def test_the_test_channel_is_declared_when_the_data_has_it_or_when_asked(aws):
+    s3 = aws.client("s3")
+    with_test = sagemaker_train.channels("s3://data/dogs-with-test/", False, s3)
+    assert with_test["test"] == "s3://data/dogs-with-test/test"
+    assert "test" not in sagemaker_train.channels("s3://data/dogs-with-test", False, s3, "never")
+    with pytest.raises(SystemExit, match="no test/ folder"):
+        sagemaker_train.channels("s3://data/dogs", False, s3, "always")
+    with pytest.raises(SystemExit, match="no train or valid/ folder"):
+        sagemaker_train.channels("s3://data/nothing", False, s3)
+
+
+def test_a_bad_hyperparameter_fails_before_any_job_starts(aws, sent):
+    with pytest.raises(SystemExit, match="batch_size='large': expected an integer"):
+        sagemaker_train.main(["--data", "s3://data/dogs", "--output", "s3://data/runs",
+                              "--role", ROLE, "--no-wait", "--hp", "batch_size=large"])
+    assert "CreateTrainingJob" not in sent
+
+
+def test_the_jobs_rule_parameters_reach_sagemakers_rules(aws, sent):
+    sagemaker_train.main(["--data", "s3://data/dogs", "--output", "s3://data/runs", "--role", ROLE,
+                          "--no-wait", "--hp", 'rule_parameters={"overfit": {"patience": 3}, '
+                          '"step_outlier": {"n_outliers": 4}}'])
+    [job] = sent["CreateTrainingJob"]
+    rules = {r["RuleParameters"]["rule_to_invoke"]: r["RuleParameters"]
+             for r in job["DebugRuleConfigurations"]}
+    assert rules["Overfit"]["patience"] == "3"
+    [report] = job["ProfilerRuleConfigurations"]
+    assert report["RuleParameters"]["StepOutlier_n_outliers"] == "4"
 
 
 def test_a_local_path_needs_local_mode(aws):
@@ -209,13 +239,13 @@ def test_tuning_job_request(aws, sent, capsys, strategy):
         "--data", "s3://data/dogs", "--output", "s3://data/tuning", "--role", ROLE,
         "--max-jobs", "12", "--max-parallel-jobs", "3", "--strategy", strategy,
         "--warm-start-from", "byoc-tune-parent", "--hp", "epochs=6", "--hp", "lr=0.5", "--no-wait",
-        "--job-name", f"byoc-tune-{strategy.lower()}"])
+        "--job-name", f"byoc-tune-{strategy.lower()}", "--spot"])
     assert code == 0
     [request] = sent["CreateHyperParameterTuningJob"]
     config = request["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == strategy
     assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize",
-                                                          "MetricName": "valid:accuracy"}
+                                                          "MetricName": "valid:best_accuracy"}
     assert config["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 12
     assert config["ResourceLimits"]["MaxParallelTrainingJobs"] == 3
     assert config["TrainingJobEarlyStoppingType"] == ("Off" if strategy == "Hyperband" else "Auto")
@@ -234,6 +264,9 @@ def test_tuning_job_request(aws, sent, capsys, strategy):
     # lr is tuned, so the fixed value is dropped; epochs stays fixed.
     static = definition["StaticHyperParameters"]
     assert static["epochs"] == "6" and "lr" not in static
+    # One prefix for the tuning job's trials; each trial checkpoints in a folder of its own job.
+    assert definition["CheckpointConfig"]["S3Uri"] == (
+        f"s3://data/tuning/checkpoints/byoc-tune-{strategy.lower()}/")
     assert f"tuning job: byoc-tune-{strategy.lower()}" in capsys.readouterr().out
 
 

@@ -15,7 +15,7 @@ from artifact.manifest import read_manifest
 from artifact.network import load_trained
 from artifact.preprocess import eval_input
 from tests.conftest import ROOT, tiny_args
-from train.metrics import parse_metrics
+from train.metrics import OBJECTIVE_METRIC, parse_metrics
 
 
 def train_cmd(data, out, *extra, **overrides):
@@ -61,6 +61,32 @@ def test_training_writes_a_complete_artifact(small_data, tmp_path):
     evaluation = json.loads((data_dir / "evaluation.json").read_text())
     assert evaluation["images"] == 18 and len(evaluation["per_class"]) == 6
     assert not (out / "output" / "failure").exists()
+
+
+def test_the_tuning_objective_is_the_accuracy_of_the_exported_model(small_data_master, tmp_path):
+    """SageMaker's tuner ranks a job by the last value of its objective metric in the log; the
+    artifact holds the best epoch. The two must be the same number, also when the last epoch
+    is not the best."""
+    out = tmp_path / "run"
+    result = run_training(small_data_master, out, epochs=3, lr=0.03)
+    assert result.returncode == 0, result.stdout + result.stderr
+    history = json.loads((out / "output" / "data" / "history.json").read_text())
+    best = max(h["valid_acc"] for h in history)
+    assert history[-1]["valid_acc"] < best, history  # the case that matters, in this seeded run
+    objective = parse_metrics(result.stdout)[OBJECTIVE_METRIC]
+    assert len(objective) == 3  # every epoch, for early stopping and Hyperband
+    assert objective[-1] == pytest.approx(best, abs=1e-4)
+
+    # ...and it is the shipped model's own accuracy on the validation images.
+    manifest = read_manifest(out / "model")
+    assert manifest.metrics["best_valid_acc"] == pytest.approx(objective[-1], abs=1e-4)
+    model = load_trained(out / "model", manifest)
+    images = sorted((small_data_master / "valid").glob("*/*"))
+    inputs = np.stack([eval_input(p.read_bytes(), manifest.preprocessing) for p in images])
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(inputs)).argmax(1).tolist()
+    correct = sum(manifest.classes[i] == p.parent.name for i, p in zip(predicted, images))
+    assert correct / len(images) == pytest.approx(objective[-1], abs=1e-4)
 
 
 def test_a_corrupt_image_is_skipped_and_reported(small_data, tmp_path):
@@ -118,7 +144,7 @@ def test_a_killed_run_resumes_without_repeating_an_epoch(small_data, tmp_path, s
     before = wait_for(first, "epoch 2 step 3/")
     first.send_signal(sig)
     before += first.communicate(timeout=300)[0]
-    assert (out / "checkpoints" / "checkpoint.pt").is_file()
+    assert (out / "checkpoints" / "local-run" / "checkpoint.pt").is_file()
     if sig == signal.SIGTERM:
         assert first.returncode == 143, before
         assert "stopped by SIGTERM" in (out / "output" / "failure").read_text()
@@ -134,11 +160,72 @@ def test_a_killed_run_resumes_without_repeating_an_epoch(small_data, tmp_path, s
     assert sorted(epochs_logged) == [1, 2, 3, 4, 5]  # each epoch finished exactly once
 
 
+def distributed_cmd(data, out, **overrides):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "--master_port", "29517", *train_cmd(data, out, **overrides)[1:]]
+
+
+def worker_ranks(process) -> dict[int, int]:
+    """{rank: pid} of torchrun's worker processes."""
+    import psutil
+
+    ranks = {}
+    for child in psutil.Process(process.pid).children(recursive=True):
+        try:
+            rank = child.environ().get("RANK")
+        except psutil.Error:
+            continue
+        if rank is not None and "train.train" in " ".join(child.cmdline()):
+            ranks[int(rank)] = child.pid
+    return ranks
+
+
+def test_sigterm_to_one_distributed_rank_stops_both_at_one_step_and_rank_0_saves(small_data,
+                                                                                 tmp_path):
+    """Ranks see SIGTERM at different steps. Here only rank 1 sees it at all: rank 0 must still
+    stop at the same step, save the checkpoint, and the rerun must finish exactly the epochs."""
+    out = tmp_path / "run"
+    cmd = distributed_cmd(small_data, out, epochs=4, batch_size=4)
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    before = wait_for(first, "epoch 2 step 2/")
+    os.kill(worker_ranks(first)[1], signal.SIGTERM)
+    before += first.communicate(timeout=300)[0]
+    assert first.returncode != 0
+    assert "stopped by SIGTERM during epoch 2" in (out / "output" / "failure").read_text(), before
+    saved = torch.load(out / "checkpoints" / "local-run" / "checkpoint.pt", weights_only=True)
+    assert saved["state"]["epoch"] == 1 and saved["state"]["consumed"] > 0
+    assert "#metrics epoch=2" not in before
+
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resumed from" in second.stdout and "at epoch 2" in second.stdout
+    history = json.loads((out / "output" / "data" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("capability,dtype,loss_scaling", [
+    ((7, 5), torch.float16, True),  # T4: the default ml.g4dn.xlarge
+    ((7, 0), torch.float16, True),  # V100
+    ((8, 6), torch.bfloat16, False),  # A10G
+    ((9, 0), torch.bfloat16, False),  # H100
+])
+def test_bfloat16_only_where_the_gpu_has_it_natively(monkeypatch, capability, dtype, loss_scaling):
+    from train.train import Precision
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    # torch answers True on a T4 too (emulation): the choice must not rest on it.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    precision = Precision.choose(torch.device("cuda", 0), amp=True)
+    assert (precision.dtype, precision.loss_scaling) == (dtype, loss_scaling)
+    assert Precision.choose(torch.device("cuda", 0), amp=False).dtype is None
+    assert Precision.choose(torch.device("cpu"), amp=True).dtype is None
+
+
 def test_two_process_distributed_training(small_data, tmp_path):
     """DistributedDataParallel with gloo on 2 CPU processes, end to end; only rank 0 writes."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29517", *train_cmd(small_data, out)[1:]]
+    cmd = distributed_cmd(small_data, out)
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("#metrics epoch=2") == 1  # only rank 0 logs metrics

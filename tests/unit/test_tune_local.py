@@ -29,7 +29,7 @@ def test_a_small_study_writes_the_best_configuration_and_resumes(small_data_mast
     config = from_hyperparameters(best)
     assert config.epochs == 2 and config.image_size == 32
     completed = [r for r in rows if r["state"] == "COMPLETE"]
-    assert float(best["lr"]) == float(max(completed, key=lambda r: float(r["valid:accuracy"]))["lr"])
+    assert float(best["lr"]) == float(max(completed, key=lambda r: float(r["valid:best_accuracy"]))["lr"])
     for name in ("objective_by_trial.png", "parameter_importance.png", "study.db"):
         assert (out / name).stat().st_size > 0
 
