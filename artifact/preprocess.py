@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from typing import BinaryIO
 
 import numpy as np
@@ -25,6 +24,12 @@ _RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+# Pillow's own bomb check (Image.open refuses above 179 megapixels) counts a JPEG at full size,
+# though a 200-megapixel phone photo decodes at 1/8 scale; decode_resized applies its own limit,
+# to the pixels it will decode.
+Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageTooLarge(ValueError):
@@ -65,26 +70,30 @@ def decode_resized(
     """Decode an image file or bytes to an RGB uint8 HWC array whose shorter side is shorter_side.
 
     Raises PIL.UnidentifiedImageError for non-images, OSError for corrupt or truncated files and
-    ImageTooLarge above max_pixels (checked from the header, before any pixel is decoded).
+    ImageTooLarge when more than max_pixels would be decoded, known from the header before any
+    pixel is. A JPEG decodes at 1/2, 1/4 or 1/8 scale when the target size allows (draft), and
+    the limit counts that size: a 200-megapixel photo decodes as about 3. Other formats count
+    their full size, and so do progressive JPEGs, whose decoder holds the whole image's
+    coefficients in memory whatever the scale.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
-    try:
-        with warnings.catch_warnings():
-            if max_pixels is not None:  # the limit is ours, checked below: no warning in the log
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(source, formats=IMAGE_FORMATS)
-    except Image.DecompressionBombError as e:  # Pillow's own limit, far above any photo
-        raise ImageTooLarge(str(e)) from None
+    image = Image.open(source, formats=IMAGE_FORMATS)
     with image:
         width, height = image.size
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageTooLarge(
-                f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-            )
-        target = resized_size(width, height, shorter_side)
-        # JPEG can decode at 1/2, 1/4 or 1/8 scale for free: never below the target size.
-        image.draft("RGB", target)
+        # Never below the target size; free for JPEG, a no-op for the other formats.
+        image.draft("RGB", resized_size(width, height, shorter_side))
+        decoded = image.width * image.height
+        progressive = bool(image.info.get("progressive"))
+        counted = width * height if progressive else decoded
+        if max_pixels is not None and counted > max_pixels:
+            if progressive:
+                what = f"progressive JPEG is {width}x{height} = {counted} pixels (decoded whole)"
+            elif decoded < width * height:
+                what = f"image is {width}x{height}: {decoded} pixels even at reduced scale"
+            else:
+                what = f"image is {width}x{height} = {counted} pixels"
+            raise ImageTooLarge(f"{what}; the limit is {max_pixels}")
         image.load()  # decode now, so corrupt or truncated data raises here
         rgb = to_rgb(image)
     target = resized_size(rgb.width, rgb.height, shorter_side)  # EXIF may have swapped sides

@@ -124,8 +124,12 @@ class Predictor:
         except UnidentifiedImageError:
             raise BadImage(f"the data is not an image in a supported format "
                            f"({', '.join(IMAGE_FORMATS)})") from None
-        except (OSError, SyntaxError, ValueError) as e:  # corrupt or truncated image data
-            raise BadImage(f"the image could not be decoded ({e}): is it complete?") from None
+        except MemoryError:
+            raise
+        except Exception as e:  # corrupt or crafted data: Pillow raises OSError, SyntaxError,
+            # ValueError, but also struct.error, TypeError, IndexError... (tests/unit/test_serve_fuzz)
+            raise BadImage(f"the image could not be decoded ({type(e).__name__}: {e}): is it a "
+                           "complete, valid image file?") from None
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         return softmax(self.backend.logits(batch))

@@ -52,7 +52,7 @@ class Settings:
     timeout_s: int = 60  # SAGEMAKER_MODEL_SERVER_TIMEOUT; SageMaker's own limit is 60 s
     backend: str = "auto"  # BYOC_BACKEND: auto (ONNX Runtime when possible), onnx, torch
     max_payload_bytes: int = 6 * 1024 * 1024  # BYOC_MAX_PAYLOAD_MB; SageMaker real-time: 6 MB
-    max_pixels: int = 50_000_000  # BYOC_MAX_PIXELS; per image, checked before decoding
+    max_pixels: int = 50_000_000  # BYOC_MAX_PIXELS; decoded per image; see from_environment
     max_batch_images: int = 16  # BYOC_MAX_BATCH_IMAGES; per application/json request
     default_top_k: int = 3  # BYOC_DEFAULT_TOP_K; a request may ask for another with top_k=N
     user: str = "model-server"  # BYOC_SERVER_USER: workers drop root to it; "root" keeps root
@@ -89,6 +89,7 @@ class Settings:
         # Batch transform tells the container its MaxPayloadInMB; BYOC_MAX_PAYLOAD_MB wins.
         payload_mb = number("SAGEMAKER_MAX_PAYLOAD_IN_MB", cls.max_payload_bytes / 2**20, 0.001,
                             float)
+        max_payload_bytes = int(number("BYOC_MAX_PAYLOAD_MB", payload_mb, 0.001, float) * 2**20)
         backend = env.get("BYOC_BACKEND", "auto").strip().lower() or "auto"
         if backend not in BACKENDS:
             raise SettingsError(f"BYOC_BACKEND={backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -100,8 +101,11 @@ class Settings:
             threads_per_worker=number("BYOC_THREADS_PER_WORKER", max(1, cpus // workers), 1),
             timeout_s=number("SAGEMAKER_MODEL_SERVER_TIMEOUT", cls.timeout_s, 1),
             backend=backend,
-            max_payload_bytes=int(number("BYOC_MAX_PAYLOAD_MB", payload_mb, 0.001, float) * 2**20),
-            max_pixels=number("BYOC_MAX_PIXELS", cls.max_pixels, 1),
+            max_payload_bytes=max_payload_bytes,
+            # Pixels decoded (a JPEG decodes at up to 1/8 scale: a 200-megapixel photo counts
+            # about 3). At least one per byte of payload: a lossless photo takes more than a byte
+            # a pixel, so every image the payload limit admits (asynchronous: 100 MB) fits.
+            max_pixels=number("BYOC_MAX_PIXELS", max(cls.max_pixels, max_payload_bytes), 1),
             max_batch_images=number("BYOC_MAX_BATCH_IMAGES", cls.max_batch_images, 1),
             default_top_k=number("BYOC_DEFAULT_TOP_K", cls.default_top_k, 1),
             user=env.get("BYOC_SERVER_USER", cls.user).strip() or "root",

@@ -57,6 +57,23 @@ def trained_model(small_data_master, tmp_path_factory) -> Path:
     return out / "model"
 
 
+@pytest.fixture(scope="session")
+def phone_photo() -> dict[str, bytes]:
+    """A 200-megapixel photo (16320x12240, as the largest phone cameras take) as a 3.4 MB
+    baseline JPEG, and the same as a progressive JPEG."""
+    import io
+
+    from PIL import Image
+
+    image = Image.linear_gradient("L").resize((16320, 12240)).convert("RGB")
+    encoded = {}
+    for name, options in (("baseline", {}), ("progressive", {"progressive": True})):
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85, **options)
+        encoded[name] = buffer.getvalue()
+    return encoded
+
+
 def moto_environment(url: str) -> dict[str, str]:
     """Environment that sends boto3 and the AWS CLI to moto at url, with its dummy account."""
     return {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",

@@ -70,6 +70,41 @@ def test_pixel_limit_is_checked_before_decoding(picture):
         decode_resized(encode(picture, "PNG"), 50, max_pixels=10_000)
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height and holds a few bytes: a bomb's header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def test_the_limit_counts_the_pixels_a_jpeg_decodes_at_draft_scale(phone_photo):
+    """A 200-megapixel phone photo decodes at 1/8 scale (3.1 megapixels): within 50 million."""
+    out = decode_resized(phone_photo["baseline"], 256, max_pixels=50_000_000)
+    assert out.shape == (256, 341, 3)
+    with pytest.raises(ImageTooLarge, match="even at reduced scale"):
+        decode_resized(phone_photo["baseline"], 256, max_pixels=1_000_000)
+
+
+def test_a_progressive_jpeg_counts_its_full_size(phone_photo):
+    """Its decoder holds every coefficient of the full image, whatever the scale."""
+    with pytest.raises(ImageTooLarge, match="progressive JPEG is 16320x12240"):
+        decode_resized(phone_photo["progressive"], 256, max_pixels=50_000_000)
+
+
+def test_a_decompression_bomb_is_refused_from_its_header():
+    with pytest.raises(ImageTooLarge, match="30000x30000 = 900000000 pixels"):
+        decode_resized(png_header(30000, 30000), 256, max_pixels=50_000_000)
+    with pytest.raises(OSError):  # the same few bytes, small enough to be decoded: truncated
+        decode_resized(png_header(300, 300), 256, max_pixels=50_000_000)
+
+
 def test_serving_input_equals_training_eval_input(tmp_path, small_data_master):
     """The server's eval_input and training's cache + crop + Normalizer give the same tensor."""
     pre = Preprocessing(image_size=48, resize_size=56)

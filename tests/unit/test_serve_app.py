@@ -180,6 +180,25 @@ def test_a_decompression_bomb_is_refused_before_decoding(trained_model, settings
     assert_error(post(client, buffer.getvalue(), "image/png"), 400, "256000000 pixels")
 
 
+def test_a_200_megapixel_phone_photo_classifies_with_the_default_limits(trained_model, predictor,
+                                                                       phone_photo):
+    settings = Settings.from_environment({"BYOC_MODEL_DIR": str(trained_model)})
+    assert settings.max_pixels == 50_000_000 and len(phone_photo["baseline"]) < 6 * 2**20
+    predictor = load_predictor(trained_model, "onnx", max_pixels=settings.max_pixels)
+    client = create_app(settings, predictor=predictor).test_client()
+    response = post(client, phone_photo["baseline"])
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert len(response.get_json()["predictions"]) == 3
+
+
+def test_the_pixel_limit_grows_with_the_payload_limit():
+    """Asynchronous endpoints take 100 MB bodies: a lossless image that large must fit too."""
+    settings = Settings.from_environment({"BYOC_MAX_PAYLOAD_MB": "100"})
+    assert settings.max_pixels >= settings.max_payload_bytes == 100 * 2**20
+    assert Settings.from_environment({"BYOC_MAX_PAYLOAD_MB": "100", "BYOC_MAX_PIXELS": "9"}
+                                     ).max_pixels == 9
+
+
 def test_other_paths_and_methods_are_json_404_and_405(client):
     assert_error(client.get("/predict"), 404, "/ping", "/invocations")
     assert_error(client.get("/invocations"), 405, "POST /invocations")
