@@ -123,8 +123,8 @@ def main() -> None:
     model_dir = make_model(RESULTS / "resnet50-model")
     body = photo()
     defaults = Settings.from_environment({})  # what the container will use
-    workers, threads = defaults.workers, defaults.threads_per_worker
-    results: dict = {"workers": workers, "threads_per_worker": threads, "image_bytes": len(body)}
+    workers, threads = defaults.workers, defaults.intra_op_threads
+    results: dict = {"workers": workers, "intra_op_threads": threads, "image_bytes": len(body)}
 
     name, port = f"byoc-bench-{uuid.uuid4().hex[:8]}", free_port()
     url = f"http://127.0.0.1:{port}"

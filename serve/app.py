@@ -149,7 +149,7 @@ def create_app(settings: Settings, predictor: Predictor | None = None,
     def execution_parameters():
         """Batch transform asks this before sending data."""
         return json_response({
-            "MaxConcurrentTransforms": settings.workers * settings.threads_per_worker,
+            "MaxConcurrentTransforms": settings.concurrency,
             "BatchStrategy": "MULTI_RECORD",
             "MaxPayloadInMB": max(1, settings.max_payload_bytes // 2**20),
         })

@@ -43,10 +43,11 @@ class Server(BaseApplication):
             from serve.models import ModelStore
 
             store = ModelStore(s.model_memory_bytes,
-                               lambda path: load_predictor(path, s.backend, 1, s.max_pixels))
+                               lambda path: load_predictor(path, s.backend, s.intra_op_threads,
+                                                          s.max_pixels))
             return create_app(s, store=store)
         try:
-            predictor = load_predictor(s.model_dir, s.backend, s.threads_per_worker, s.max_pixels)
+            predictor = load_predictor(s.model_dir, s.backend, s.intra_op_threads, s.max_pixels)
         except Exception:
             log.exception("the model in %s could not be loaded; the server stops", s.model_dir)
             raise
@@ -79,7 +80,7 @@ def gunicorn_options(settings: Settings, gpus: list[str] | None = None) -> dict:
         # Sync: one request at a time per worker, as inference is CPU-bound. Multi-model: one
         # worker holding every model, with a thread per CPU (ONNX Runtime releases the GIL).
         "worker_class": "gthread" if settings.multi_model else "sync",
-        "threads": settings.threads_per_worker if settings.multi_model else 1,
+        "threads": settings.request_threads,
         "timeout": settings.timeout_s,
         "graceful_timeout": 20,  # SageMaker sends SIGKILL 30 s after SIGTERM
         "keepalive": 5,
@@ -104,8 +105,9 @@ def main(argv: list[str]) -> int:
     try:
         settings = Settings.from_environment()
         if settings.multi_model:
-            log.info("multi-model endpoint: models load on POST /models; %d thread(s), a memory "
-                     "budget of %.0f MiB, port %d", settings.threads_per_worker,
+            log.info("multi-model endpoint: models load on POST /models; %d request thread(s) x "
+                     "%d thread(s) per prediction, a memory budget of %.0f MiB, port %d",
+                     settings.request_threads, settings.intra_op_threads,
                      settings.model_memory_bytes / 2**20, settings.port)
             Server(settings, gunicorn_options(settings)).run()
             return 0
@@ -120,7 +122,7 @@ def main(argv: list[str]) -> int:
         return 1
     log.info("serving %s (%d classes) from %s with %s: %d worker(s) x %d thread(s)%s on port %d",
              manifest.name, manifest.num_classes, settings.model_dir, backend, settings.workers,
-             settings.threads_per_worker, f", GPUs {','.join(gpus)}" if gpus else "",
+             settings.intra_op_threads, f", GPUs {','.join(gpus)}" if gpus else "",
              settings.port)
     Server(settings, gunicorn_options(settings, gpus)).run()
     return 0

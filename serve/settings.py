@@ -48,7 +48,8 @@ class Settings:
     model_dir: Path = Path("/opt/ml/model")  # BYOC_MODEL_DIR; SageMaker unpacks model.tar.gz here
     port: int = 8080  # SAGEMAKER_BIND_TO_PORT
     workers: int = 1  # SAGEMAKER_MODEL_SERVER_WORKERS; default: one per CPU, or per GPU (torch)
-    threads_per_worker: int = 1  # BYOC_THREADS_PER_WORKER; default: CPUs / workers
+    intra_op_threads: int = 1  # BYOC_THREADS_PER_WORKER: threads one prediction uses
+    request_threads: int = 1  # BYOC_REQUEST_THREADS: requests the multi-model worker serves at once
     timeout_s: int = 60  # SAGEMAKER_MODEL_SERVER_TIMEOUT; SageMaker's own limit is 60 s
     backend: str = "auto"  # BYOC_BACKEND: auto (ONNX Runtime when possible), onnx, torch
     max_payload_bytes: int = 6 * 1024 * 1024  # BYOC_MAX_PAYLOAD_MB; SageMaker real-time: 6 MB
@@ -58,6 +59,11 @@ class Settings:
     user: str = "model-server"  # BYOC_SERVER_USER: workers drop root to it; "root" keeps root
     multi_model: bool = False  # SAGEMAKER_MULTI_MODEL: models loaded by name (serve/models.py)
     model_memory_bytes: int = 0  # BYOC_MODEL_MEMORY_MB: multi-model budget; 60% of the memory
+
+    @property
+    def concurrency(self) -> int:
+        """Requests the server works on at once: what batch transform may send in parallel."""
+        return self.workers * self.request_threads
 
     @classmethod
     def from_environment(cls, env: dict[str, str] | None = None, gpus: int = 0) -> "Settings":
@@ -97,8 +103,12 @@ class Settings:
             model_dir=Path(env.get("BYOC_MODEL_DIR") or cls.model_dir),
             port=number("SAGEMAKER_BIND_TO_PORT", cls.port, 1),
             workers=workers,
-            # Workers x threads = CPUs: more oversubscribes the cores and slows every request.
-            threads_per_worker=number("BYOC_THREADS_PER_WORKER", max(1, cpus // workers), 1),
+            # Requests at once x threads per prediction = CPUs: more oversubscribes the cores and
+            # slows every request. One model: sync workers, a request each. Multi-model: one
+            # worker, a thread per request, a thread per prediction.
+            intra_op_threads=number("BYOC_THREADS_PER_WORKER",
+                                    1 if multi_model else max(1, cpus // workers), 1),
+            request_threads=number("BYOC_REQUEST_THREADS", cpus, 1) if multi_model else 1,
             timeout_s=number("SAGEMAKER_MODEL_SERVER_TIMEOUT", cls.timeout_s, 1),
             backend=backend,
             max_payload_bytes=max_payload_bytes,

@@ -234,10 +234,14 @@ def test_the_model_folder_is_all_the_server_reads(trained_model, tmp_path):
 
 # Batch transform: execution parameters and multi-record (SplitType Line) requests.
 
-def test_execution_parameters_fit_the_server(client, settings):
+def test_execution_parameters_fit_the_server(predictor, trained_model):
+    """Each sync worker takes one request, however many threads its predictions use."""
+    settings = Settings(model_dir=trained_model, workers=2, intra_op_threads=4,
+                        max_payload_bytes=1024 * 1024)
+    client = create_app(settings, predictor=predictor).test_client()
     body = client.get("/execution-parameters").get_json()
-    assert body == {"MaxConcurrentTransforms": settings.workers * settings.threads_per_worker,
-                    "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 1}
+    assert body == {"MaxConcurrentTransforms": 2, "BatchStrategy": "MULTI_RECORD",
+                    "MaxPayloadInMB": 1}
 
 
 def test_jsonlines_answers_one_line_per_record_in_order(client, images):

@@ -70,12 +70,30 @@ def test_a_corrupt_onnx_file_fails_to_load(model_copy):
         load_predictor(model_copy, "onnx")
 
 
+def test_a_multi_model_endpoint_splits_the_cpus_between_requests_not_predictions(monkeypatch):
+    """One worker: BYOC_REQUEST_THREADS requests at once (gunicorn threads), each prediction on
+    BYOC_THREADS_PER_WORKER threads; batch transform is told the requests it can send."""
+    from serve.server import gunicorn_options
+
+    monkeypatch.setattr("serve.settings.available_cpus", lambda: 8)
+    settings = Settings.from_environment({"SAGEMAKER_MULTI_MODEL": "true"})
+    assert (settings.workers, settings.request_threads, settings.intra_op_threads) == (1, 8, 1)
+    assert gunicorn_options(settings)["threads"] == 8 and settings.concurrency == 8
+    settings = Settings.from_environment({"SAGEMAKER_MULTI_MODEL": "true",
+                                          "BYOC_REQUEST_THREADS": "2",
+                                          "BYOC_THREADS_PER_WORKER": "4"})
+    assert (settings.request_threads, settings.intra_op_threads, settings.concurrency) == (2, 4, 2)
+    assert gunicorn_options(settings)["threads"] == 2
+    single = Settings.from_environment({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})
+    assert (single.concurrency, gunicorn_options(single)["threads"]) == (2, 1)
+
+
 def test_settings_defaults_share_the_cpus_between_workers(monkeypatch):
     monkeypatch.setattr("serve.settings.available_cpus", lambda: 8)
     settings = Settings.from_environment({})
-    assert (settings.workers, settings.threads_per_worker, settings.port) == (8, 1, 8080)
+    assert (settings.workers, settings.intra_op_threads, settings.port) == (8, 1, 8080)
     settings = Settings.from_environment({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})
-    assert (settings.workers, settings.threads_per_worker) == (2, 4)
+    assert (settings.workers, settings.intra_op_threads) == (2, 4)
     settings = Settings.from_environment({
         "SAGEMAKER_BIND_TO_PORT": "9000", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "30",
         "BYOC_MAX_PAYLOAD_MB": "0.5", "BYOC_BACKEND": "Torch", "BYOC_MODEL_DIR": "/m",
@@ -111,7 +129,7 @@ def test_pytorch_on_gpus_gets_one_worker_per_gpu_and_each_worker_its_own(monkeyp
 
     monkeypatch.setattr("serve.settings.available_cpus", lambda: 8)
     settings = Settings.from_environment({}, gpus=2)
-    assert (settings.workers, settings.threads_per_worker) == (2, 4)
+    assert (settings.workers, settings.intra_op_threads) == (2, 4)
     explicit = Settings.from_environment({"SAGEMAKER_MODEL_SERVER_WORKERS": "4"}, gpus=2)
     assert explicit.workers == 4
     options = gunicorn_options(settings, ["0", "1"])
