@@ -260,11 +260,8 @@ def add_model_routes(app: Flask, store: ModelStore, invoke) -> None:
         if not isinstance(document, dict) or not all(
                 isinstance(document.get(k), str) and document.get(k) for k in ("model_name", "url")):
             raise BadRequest(f"model_name and url are required: {usage}")
-        entry, evicted = store.load(document["model_name"], document["url"])
-        if evicted:
-            log.info("unloaded %s (least recently used) to fit %s", ", ".join(evicted), entry.name)
-        return json_response({"status": f"model {entry.name!r} loaded", "unloaded": evicted,
-                              **describe(entry)})
+        entry = store.load(document["model_name"], document["url"])
+        return json_response({"status": f"model {entry.name!r} loaded", **describe(entry)})
 
     @app.get("/models")
     def list_models():

@@ -1,17 +1,18 @@
 """Models loaded by name, for SageMaker multi-model endpoints (SAGEMAKER_MULTI_MODEL=true).
 
 SageMaker copies each model's artifact to /opt/ml/models/<name>/model and asks the container to
-load it (POST /models), invoke it (POST /models/<name>/invoke) and unload it (DELETE). The store
-keeps the loaded models within a memory budget: a load that would pass it first unloads the least
-recently used ones; a model that alone exceeds it is refused (507). A load that fails leaves the
-others serving. The server runs one worker process in this mode (threads for concurrency), so
-that every request sees the same store.
+load it (POST /models), invoke it (POST /models/<name>/invoke) and unload it (DELETE). SageMaker
+decides what stays loaded: when a model does not fit, the load answers 507 and SageMaker unloads
+models it picks, then loads again. So the store never unloads a model on its own (SageMaker would
+go on routing to it). It keeps the loaded models, and the loads in flight, within a memory
+budget; refuses a url outside the models root; lets a failed load leave the others serving; and
+makes an unload of a model still loading wait for the load, then unload it. The server runs one
+worker process in this mode (threads for concurrency), so that every request sees one store.
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ MEMORY_PER_WEIGHT_BYTE = 1.6
 
 class StoreError(Exception):
     status = 500
+
+
+class BadModelUrl(StoreError):
+    status = 400
 
 
 class ModelNotFound(StoreError):
@@ -61,70 +66,80 @@ def estimated_memory(model_dir: Path) -> int:
 
 
 class ModelStore:
-    def __init__(self, budget_bytes: int, load: Callable[[Path], object]):
+    def __init__(self, budget_bytes: int, load: Callable[[Path], object],
+                 root: Path = Path("/opt/ml/models")):
         self.budget_bytes = budget_bytes
+        self.root = root
         self._load = load
-        self._models: OrderedDict[str, Loaded] = OrderedDict()  # least recently used first
-        self._lock = threading.Lock()
-        self._loading: set[str] = set()
+        self._models: dict[str, Loaded] = {}
+        self._loading: dict[str, int] = {}  # name -> bytes reserved while it loads
+        self._changed = threading.Condition()
 
     def __len__(self) -> int:
         return len(self._models)
 
     @property
     def used_bytes(self) -> int:
-        return sum(m.memory_bytes for m in self._models.values())
+        """Loaded models and loads in flight."""
+        return sum(m.memory_bytes for m in self._models.values()) + sum(self._loading.values())
 
-    def load(self, name: str, url: str) -> tuple[Loaded, list[str]]:
-        """Load the model folder at url as name; returns it and the names unloaded to fit it."""
-        model_dir = Path(url)
-        with self._lock:
+    def model_dir(self, url: str) -> Path:
+        folder = Path(url).resolve()
+        if not folder.is_relative_to(self.root.resolve()):
+            raise BadModelUrl(f"url {url!r} is outside {self.root}: SageMaker places models at "
+                              f"{self.root}/<name>/model")
+        return folder
+
+    def load(self, name: str, url: str) -> Loaded:
+        """Load the model folder at url as name, or raise: 409 when the name is loaded (or
+        loading), 404 without a folder, 507 when it does not fit beside what is loaded."""
+        model_dir = self.model_dir(url)
+        with self._changed:
             if name in self._models or name in self._loading:
                 raise ModelExists(f"model {name!r} is already loaded: DELETE /models/{name} "
                                   "first to load it again")
             if not model_dir.is_dir():
                 raise ModelNotFound(f"no model folder at {url} for model {name!r}")
             need = estimated_memory(model_dir)
-            if need > self.budget_bytes:
+            if self.used_bytes + need > self.budget_bytes:
                 raise InsufficientMemory(
-                    f"model {name!r} needs about {need / 2**20:.0f} MiB, more than the whole "
-                    f"budget of {self.budget_bytes / 2**20:.0f} MiB (BYOC_MODEL_MEMORY_MB)")
-            evicted = []
-            while self._models and self.used_bytes + need > self.budget_bytes:
-                old, _ = self._models.popitem(last=False)
-                evicted.append(old)
-            self._loading.add(name)
+                    f"model {name!r} needs about {need / 2**20:.0f} MiB; {len(self._models)} "
+                    f"loaded model(s) and {len(self._loading)} load(s) in flight hold "
+                    f"{self.used_bytes / 2**20:.0f} of the {self.budget_bytes / 2**20:.0f} MiB "
+                    "budget (BYOC_MODEL_MEMORY_MB): unload a model first")
+            self._loading[name] = need
         try:  # outside the lock: invocations of the other models go on while this one loads
             predictor = self._load(model_dir)
-        except ArtifactError as e:
-            raise LoadFailed(f"model {name!r} at {url} could not be loaded: {e}") from None
         except Exception as e:
-            raise LoadFailed(f"model {name!r} at {url} could not be loaded "
-                             f"({type(e).__name__}: {e})") from None
-        finally:
-            with self._lock:
-                self._loading.discard(name)
+            with self._changed:
+                del self._loading[name]
+                self._changed.notify_all()
+            detail = str(e) if isinstance(e, ArtifactError) else f"{type(e).__name__}: {e}"
+            raise LoadFailed(f"model {name!r} at {url} could not be loaded: {detail}") from None
         entry = Loaded(name, url, predictor, need, time.time())
-        with self._lock:
+        with self._changed:
+            del self._loading[name]
             self._models[name] = entry
-        return entry, evicted
+            self._changed.notify_all()
+        return entry
 
     def get(self, name: str) -> Loaded:
-        with self._lock:
+        with self._changed:
             entry = self._models.get(name)
-            if entry is None:
-                raise ModelNotFound(f"model {name!r} is not loaded: POST /models to load it")
-            self._models.move_to_end(name)  # now the most recently used
-            return entry
+        if entry is None:
+            raise ModelNotFound(f"model {name!r} is not loaded: POST /models to load it")
+        return entry
 
     def unload(self, name: str) -> None:
-        with self._lock:
+        """A model still loading is unloaded once its load ends (404 if the load fails)."""
+        with self._changed:
+            self._changed.wait_for(lambda: name not in self._loading)
             if self._models.pop(name, None) is None:
                 raise ModelNotFound(f"model {name!r} is not loaded")
 
     def page(self, size: int, token: str | None) -> tuple[list[Loaded], str | None]:
         """Models in name order, size at a time; token: the last name of the previous page."""
-        with self._lock:
+        with self._changed:
             names = sorted(n for n in self._models if token is None or n > token)
             chosen = [self._models[n] for n in names[:size]]
         more = len(names) > size

@@ -44,7 +44,7 @@ class Server(BaseApplication):
 
             store = ModelStore(s.model_memory_bytes,
                                lambda path: load_predictor(path, s.backend, s.intra_op_threads,
-                                                          s.max_pixels))
+                                                          s.max_pixels), s.models_root)
             return create_app(s, store=store)
         try:
             predictor = load_predictor(s.model_dir, s.backend, s.intra_op_threads, s.max_pixels)

@@ -59,6 +59,7 @@ class Settings:
     user: str = "model-server"  # BYOC_SERVER_USER: workers drop root to it; "root" keeps root
     multi_model: bool = False  # SAGEMAKER_MULTI_MODEL: models loaded by name (serve/models.py)
     model_memory_bytes: int = 0  # BYOC_MODEL_MEMORY_MB: multi-model budget; 60% of the memory
+    models_root: Path = Path("/opt/ml/models")  # BYOC_MODELS_ROOT: where loads may come from
 
     @property
     def concurrency(self) -> int:
@@ -120,6 +121,7 @@ class Settings:
             default_top_k=number("BYOC_DEFAULT_TOP_K", cls.default_top_k, 1),
             user=env.get("BYOC_SERVER_USER", cls.user).strip() or "root",
             multi_model=multi_model,
+            models_root=Path(env.get("BYOC_MODELS_ROOT") or cls.models_root),
             model_memory_bytes=int(number("BYOC_MODEL_MEMORY_MB",
                                           0.6 * memory_limit_bytes() / 2**20, 1, float) * 2**20),
         )

@@ -72,11 +72,17 @@ def test_the_multi_model_api_in_the_container(endpoint, demo_data):
     huge = load(url, "huge")
     assert huge.status_code == 507 and "BYOC_MODEL_MEMORY_MB" in huge.json()["error"]
 
-    invoke(url, "tiny", image)  # demo is now the least recently used
-    third = load(url, "tiny-again", "tiny")  # the budget holds two: demo goes
-    assert third.status_code == 200 and third.json()["unloaded"] == ["demo"]
+    # The budget holds two: the third is SageMaker's to make room for, by unloading one.
+    third = load(url, "tiny-again", "tiny")
+    assert third.status_code == 507 and "unload a model first" in third.json()["error"]
+    assert invoke(url, "demo", image).status_code == 200  # nothing was unloaded behind its back
+    assert requests.delete(f"{url}/models/demo", timeout=5).status_code == 200
+    assert load(url, "tiny-again", "tiny").status_code == 200
     listed = requests.get(f"{url}/models", timeout=5).json()["models"]
     assert [m["modelName"] for m in listed] == ["tiny", "tiny-again"]
+    outside = requests.post(f"{url}/models", timeout=5,
+                            json={"model_name": "x", "url": "/opt/ml/model"})
+    assert outside.status_code == 400 and "outside /opt/ml/models" in outside.json()["error"]
 
     assert requests.delete(f"{url}/models/tiny", timeout=5).status_code == 200
     assert invoke(url, "tiny", image).status_code == 404

@@ -1,9 +1,11 @@
 """Multi-model endpoints: SageMaker's /models API over serve/models.py's store, through Flask's
-test client, on model folders written by a real training run."""
+test client, on model folders written by a real training run. SageMaker's contract: a model that
+does not fit is a 507, and SageMaker unloads models it picks; the container never does."""
 from __future__ import annotations
 
 import shutil
 import threading
+import time
 
 import pytest
 
@@ -23,18 +25,31 @@ def models(trained_model, tmp_path):
     return folders
 
 
-def app_with(budget_models: float, models) -> tuple:
-    """A multi-model app whose budget holds budget_models of these models."""
+def app_with(budget_models: float, models, gate: threading.Event | None = None) -> tuple:
+    """A multi-model app whose budget holds budget_models of these models, rooted where they are;
+    with a gate, every load waits for it to open."""
     one = estimated_memory(next(iter(models.values())))
-    settings = Settings(multi_model=True, model_memory_bytes=int(one * budget_models))
+    root = next(iter(models.values())).parent.parent
+    settings = Settings(multi_model=True, model_memory_bytes=int(one * budget_models),
+                        models_root=root)
     loads = []
 
     def load(path):
         loads.append(path)
+        if gate is not None:
+            assert gate.wait(60)
         return load_predictor(path, "onnx")
 
-    store = ModelStore(settings.model_memory_bytes, load)
+    store = ModelStore(settings.model_memory_bytes, load, settings.models_root)
     return create_app(settings, store=store).test_client(), store, loads
+
+
+def in_thread(call) -> tuple[threading.Thread, list]:
+    """Run call() in a thread; its result lands in the list."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(call()))
+    thread.start()
+    return thread, result
 
 
 def load(client, name, url):
@@ -47,7 +62,6 @@ def test_load_invoke_list_describe_and_unload(models, images_png):
     for name, url in models.items():
         response = load(client, name, url)
         assert response.status_code == 200, response.get_json()
-        assert response.get_json()["unloaded"] == []
     listed = client.get("/models").get_json()["models"]
     assert listed == [{"modelName": n, "modelUrl": str(u)} for n, u in sorted(models.items())]
     described = client.get("/models/shapes-a").get_json()
@@ -67,8 +81,12 @@ def test_errors_say_what_to_do(models):
     assert load(client, "a", models["shapes-a"]).status_code == 200
     again = load(client, "a", models["shapes-a"])
     assert again.status_code == 409 and "DELETE /models/a" in again.get_json()["error"]
-    missing = load(client, "x", "/opt/ml/models/nowhere/model")
+    root = models["shapes-a"].parent.parent
+    missing = load(client, "x", root / "nowhere" / "model")
     assert missing.status_code == 404 and "no model folder" in missing.get_json()["error"]
+    for outside in ("/etc", root / ".." / "elsewhere"):
+        refused = load(client, "x", outside)
+        assert refused.status_code == 400 and "outside" in refused.get_json()["error"]
     assert client.get("/models/x").status_code == 404
     assert client.delete("/models/x").status_code == 404
     bad = client.post("/models", data="{", content_type="application/json")
@@ -77,17 +95,52 @@ def test_errors_say_what_to_do(models):
     assert single.status_code == 400 and "/models/<name>/invoke" in single.get_json()["error"]
 
 
-def test_the_memory_budget_unloads_the_least_recently_used(models, tmp_path, images_png):
+def test_a_model_that_does_not_fit_is_507_and_nothing_is_unloaded(models, tmp_path, images_png):
+    """SageMaker then unloads a model it picks and loads again."""
     models = {**models, "shapes-c": shutil.copytree(models["shapes-a"], tmp_path / "c" / "model")}
-    client, store, _ = app_with(2.5, models)  # room for two
+    client, store, loads = app_with(2.5, models)  # room for two
     assert load(client, "shapes-a", models["shapes-a"]).status_code == 200
     assert load(client, "shapes-b", models["shapes-b"]).status_code == 200
-    client.post("/models/shapes-a/invoke", data=images_png, content_type="image/png")  # a is fresh
     third = load(client, "shapes-c", models["shapes-c"])
-    assert third.status_code == 200 and third.get_json()["unloaded"] == ["shapes-b"]
+    assert third.status_code == 507 and "unload a model first" in third.get_json()["error"]
+    assert len(loads) == 2  # refused before loading
+    for name in ("shapes-a", "shapes-b"):  # still there, still answering
+        assert client.post(f"/models/{name}/invoke", data=images_png,
+                           content_type="image/png").status_code == 200
+    assert client.delete("/models/shapes-b").status_code == 200  # SageMaker's pick
+    assert load(client, "shapes-c", models["shapes-c"]).status_code == 200
     assert store.used_bytes <= store.budget_bytes
-    assert [m["modelName"] for m in client.get("/models").get_json()["models"]] == \
-        ["shapes-a", "shapes-c"]
+
+
+def test_loads_in_flight_count_against_the_budget(models):
+    gate = threading.Event()
+    client, store, _ = app_with(1.5, models, gate)  # room for one
+    first, answer = in_thread(lambda: load(client, "shapes-a", models["shapes-a"]))
+    while "shapes-a" not in store._loading:
+        time.sleep(0.01)
+    second = load(client, "shapes-b", models["shapes-b"])  # fits alone, not beside the first
+    assert second.status_code == 507, second.get_json()
+    assert load(client, "shapes-a", models["shapes-a"]).status_code == 409  # loading counts
+    gate.set()
+    first.join()
+    assert answer[0].status_code == 200 and len(store) == 1
+
+
+def test_an_unload_during_the_load_unloads_it_when_loaded(models, images_png):
+    gate = threading.Event()
+    client, store, _ = app_with(3, models, gate)
+    loading, loaded = in_thread(lambda: load(client, "shapes-a", models["shapes-a"]))
+    while "shapes-a" not in store._loading:
+        time.sleep(0.01)
+    deleting, deleted = in_thread(lambda: client.delete("/models/shapes-a"))
+    time.sleep(0.2)
+    assert deleted == []  # it waits for the load
+    gate.set()
+    loading.join()
+    deleting.join()
+    assert loaded[0].status_code == 200 and deleted[0].status_code == 200
+    assert len(store) == 0 and client.post("/models/shapes-a/invoke", data=images_png,
+                                           content_type="image/png").status_code == 404
 
 
 def test_a_model_larger_than_the_budget_is_507(models):
@@ -100,13 +153,14 @@ def test_a_model_larger_than_the_budget_is_507(models):
 def test_a_broken_model_fails_alone(models, tmp_path, images_png):
     broken = shutil.copytree(models["shapes-b"], tmp_path / "broken" / "model")
     (broken / "model.onnx").write_bytes(b"not a model")
-    client, _, _ = app_with(3, models)
+    client, store, _ = app_with(2.5, models)  # the broken load fits only with shapes-a loaded
     assert load(client, "shapes-a", models["shapes-a"]).status_code == 200
     response = load(client, "broken", broken)
     assert response.status_code == 500 and "could not be loaded" in response.get_json()["error"]
     assert client.post("/models/shapes-a/invoke", data=images_png,
                        content_type="image/png").status_code == 200
     assert load(client, "broken", models["shapes-b"]).status_code == 200  # the name is free
+    assert len(store) == 2 and store.used_bytes <= store.budget_bytes
 
 
 def test_pages(models):
