@@ -30,6 +30,9 @@ _RESAMPLING = {
 # though a 200-megapixel phone photo decodes at 1/8 scale; decode_resized applies its own limit,
 # to the pixels it will decode.
 Image.MAX_IMAGE_PIXELS = None
+# A folder of photos (a data set, images to classify) may hold files far larger than a server
+# takes; a decompression bomb among them must still be skipped, not fill the memory.
+FOLDER_MAX_PIXELS = 400_000_000
 
 
 class ImageTooLarge(ValueError):

@@ -8,10 +8,12 @@
         --images demo_data/test --output local_run/transform
 
 The images are packed into JSON-lines files, one {"id": "<file>", "image": "<base64>"} per line,
-under <output>/input; the job splits them by line (SplitType Line) into multi-record requests
-(BatchStrategy MultiRecord) that the server answers line by line, in order; the results in
-<output>/results are joined back to the file names by id into predictions.csv (and printed).
-A file that is not an image gets its error in the CSV instead of failing the job.
+under <output>/input, one image in memory at a time; the job splits them by line (SplitType Line)
+into multi-record requests (BatchStrategy MultiRecord) that the server answers line by line, in
+order; the results in <output>/results are joined back to the file names by id into
+predictions.csv (and printed). A record must fit MaxPayloadInMB, or SageMaker fails the whole
+job: a larger photo is sent downscaled (shorter side 1024 px, far above any model's input) and
+noted in the CSV. A file that is not an image gets its error in the CSV instead of failing the job.
 """
 from __future__ import annotations
 
@@ -21,89 +23,132 @@ import csv
 import io
 import json
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from artifact.preprocess import FOLDER_MAX_PIXELS, IMAGE_EXTENSIONS, decode_resized
 from scripts import common
 from scripts.sagemaker_deploy import make_model
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 JSONLINES = "application/jsonlines"
+SHRUNK_SHORTER_SIDE = 1024  # a downscaled photo's shorter side: 4x a 256-pixel model input
+RECORD_OVERHEAD = 4096  # bytes of a record besides its base64: the JSON, its id, the newline
 
 
-def list_images(images: str, s3=None) -> list[tuple[str, callable]]:
+def list_images(images: str, s3=None) -> list[tuple[str, Callable[[], bytes]]]:
     """(id, read()) for every image file under a folder or S3 prefix, in name order."""
     if images.startswith("s3://"):
-        bucket, _, prefix = images[5:].partition("/")
-        prefix = prefix.rstrip("/") + "/" if prefix else ""
-        found = []
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                key = item["Key"]
-                if Path(key).suffix.lower() in IMAGE_SUFFIXES:
-                    found.append((key[len(prefix):], lambda k=key: s3.get_object(
-                        Bucket=bucket, Key=k)["Body"].read()))
+        bucket, _ = common.split_s3_uri(images)
+        found = [(name, lambda k=item["Key"]: s3.get_object(Bucket=bucket, Key=k)["Body"].read())
+                 for name, item in common.list_s3(s3, images)
+                 if Path(name).suffix.lower() in IMAGE_EXTENSIONS]
         return sorted(found, key=lambda f: f[0])
     root = Path(images)
     if not root.is_dir():
         raise SystemExit(f"{images} is not a folder (or an s3:// prefix) of images")
     return [(str(p.relative_to(root)), p.read_bytes) for p in sorted(root.rglob("*"))
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
 
 
-def pack(images: list[tuple[str, callable]], records_per_file: int) -> list[tuple[str, bytes]]:
-    """JSON-lines files of {"id", "image"} records."""
-    files = []
-    for start in range(0, len(images), records_per_file):
-        lines = [json.dumps({"id": name, "image": base64.b64encode(read()).decode()})
-                 for name, read in images[start:start + records_per_file]]
-        files.append((f"part-{start // records_per_file:05d}.jsonl",
-                      ("\n".join(lines) + "\n").encode()))
-    return files
+def shrunk(data: bytes, limit: int) -> tuple[bytes, str]:
+    """The image as a JPEG small enough for a record of limit bytes, and a note saying so.
+    Decoded as the server decodes (EXIF orientation, alpha on white, JPEG draft, a pixel limit),
+    so the answer is the one the photo would have had; raises when it is no image."""
+    from PIL import Image
+
+    side = SHRUNK_SHORTER_SIDE
+    while True:
+        pixels = decode_resized(data, side, max_pixels=FOLDER_MAX_PIXELS)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=92)
+        if len(buffer.getvalue()) * 4 // 3 + RECORD_OVERHEAD <= limit or side <= 64:
+            height, width = pixels.shape[:2]
+            return buffer.getvalue(), (f"sent as a {width}x{height} JPEG: the file's "
+                                       f"{len(data)} bytes are above the payload limit")
+        side //= 2
 
 
-def write(location: str, files: list[tuple[str, bytes]], s3=None) -> None:
-    if location.startswith("s3://"):
-        bucket, _, prefix = location[5:].partition("/")
-        for name, data in files:
-            s3.put_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/{name}", Body=data)
-        return
-    folder = Path(location.removeprefix("file://"))
+def record(name: str, data: bytes, limit: int) -> tuple[str | None, str]:
+    """(the JSON line, a note) for one image, or (None, why) when it cannot be sent."""
+    note = ""
+    if len(data) * 4 // 3 + RECORD_OVERHEAD > limit:  # base64 grows it by a third
+        try:
+            data, note = shrunk(data, limit)
+        except Exception as e:  # not an image the server could read either
+            return None, f"larger than the payload limit and not a readable image ({e})"
+    line = json.dumps({"id": name, "image": base64.b64encode(data).decode()})
+    return line, note
+
+
+def pack(images: Iterable[tuple[str, Callable[[], bytes]]], folder: Path, records_per_file: int,
+         limit: int) -> dict[str, dict]:
+    """Write JSON-lines part files into folder, reading one image at a time; returns
+    {id: {"note" or "error": ...}} for the images shrunk or left out."""
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.jsonl"):
         old.unlink()
-    for name, data in files:
-        (folder / name).write_bytes(data)
+    notes, out, count = {}, None, 0
+    try:
+        for name, read in images:
+            line, note = record(name, read(), limit)
+            if line is None:
+                notes[name] = {"error": note}
+                continue
+            if note:
+                notes[name] = {"note": note}
+            if count % records_per_file == 0:
+                if out:
+                    out.close()
+                out = open(folder / f"part-{count // records_per_file:05d}.jsonl", "w")
+            out.write(line + "\n")
+            out.flush()
+            count += 1
+    finally:
+        if out:
+            out.close()
+    return notes
+
+
+def upload(folder: Path, location: str, s3) -> None:
+    """Each file of folder to an s3:// folder (from disk: never all in memory)."""
+    bucket, key = common.split_s3_uri(location)
+    for path in sorted(folder.iterdir()):
+        s3.upload_file(str(path), bucket, common.s3_folder(key) + path.name)
 
 
 def read_results(location: str, s3=None) -> list[dict]:
-    """Every JSON line of the job's .out files."""
+    """Every JSON line of the job's .out files (every page of the listing)."""
     texts = []
     if location.startswith("s3://"):
-        bucket, _, prefix = location[5:].partition("/")
-        listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix.rstrip("/") + "/")
-        for item in sorted(listed.get("Contents", []), key=lambda i: i["Key"]):
-            if item["Key"].endswith(".out"):
+        bucket, _ = common.split_s3_uri(location)
+        for name, item in sorted(common.list_s3(s3, location), key=lambda x: x[0]):
+            if name.endswith(".out"):
                 texts.append(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode())
     else:
         texts = [p.read_text() for p in sorted(Path(location.removeprefix("file://")).glob("*.out"))]
     return [json.loads(line) for text in texts for line in text.splitlines() if line.strip()]
 
 
-def join(names: list[str], results: list[dict]) -> list[dict]:
-    """One row per image file: its top prediction, or its error."""
+def join(names: list[str], results: list[dict], notes: dict[str, dict]) -> list[dict]:
+    """One row per image file: its top prediction, or its error; and pack()'s note."""
     by_id = {r.get("id"): r for r in results}
     rows = []
     for name in names:
+        row = {"file": name, "label": "", "probability": "", "error": "",
+               "note": notes.get(name, {}).get("note", "")}
         result = by_id.get(name)
-        if result is None:
-            rows.append({"file": name, "label": "", "probability": "", "error": "no result"})
+        if "error" in notes.get(name, {}):
+            row["error"] = notes[name]["error"]
+        elif result is None:
+            row["error"] = "no result"
         elif "error" in result:
-            rows.append({"file": name, "label": "", "probability": "", "error": result["error"]})
+            row["error"] = result["error"]
         else:
             best = result["predictions"][0]
-            rows.append({"file": name, "label": best["label"],
-                         "probability": f"{best['probability']:.4f}", "error": ""})
+            row.update(label=best["label"], probability=f"{best['probability']:.4f}")
+        rows.append(row)
     return rows
 
 
@@ -126,10 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     s3 = sagemaker_session.boto_session.client("s3") if not args.local else None
     images = list_images(args.images, s3)
     if not images:
-        raise SystemExit(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {args.images}")
+        raise SystemExit(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {args.images}")
     output = common.uri(args.output, args.local)
     inputs, results = f"{output.rstrip('/')}/input", f"{output.rstrip('/')}/results"
-    write(inputs, pack(images, args.records_per_file), s3)
+    limit = args.max_payload_mb * 2**20
+    with tempfile.TemporaryDirectory() as staging:
+        folder = Path(staging) if s3 else Path(inputs.removeprefix("file://"))
+        notes = pack(images, folder, args.records_per_file, limit)
+        if s3:
+            upload(folder, inputs, s3)
     print(f"{len(images)} images packed into {inputs}")
 
     model = make_model(args, sagemaker_session)
@@ -147,12 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.local:
             common.remove_local_containers("serve-gpu" if args.gpu else "serve",
                                            image_tag=args.image_tag)
-    rows = join([name for name, _ in images], read_results(results, s3))
+    rows = join([name for name, _ in images], read_results(results, s3), notes)
     table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=["file", "label", "probability", "error"])
+    writer = csv.DictWriter(table, fieldnames=["file", "label", "probability", "error", "note"])
     writer.writeheader()
     writer.writerows(rows)
-    write(output, [("predictions.csv", table.getvalue().encode())], s3)
+    if s3:
+        bucket, key = common.split_s3_uri(output)
+        s3.put_object(Bucket=bucket, Key=common.s3_folder(key) + "predictions.csv",
+                      Body=table.getvalue().encode())
+    else:
+        Path(output.removeprefix("file://"), "predictions.csv").write_text(table.getvalue())
     print(table.getvalue(), end="")
     failed = sum(1 for r in rows if r["error"])
     print(f"{len(rows) - failed} images classified, {failed} failed, in "

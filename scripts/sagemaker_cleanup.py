@@ -1,5 +1,5 @@
-"""Delete endpoints with their endpoint configs, models and autoscaling targets (they cost money
-while they exist: a real-time endpoint bills per instance-hour even when idle).
+"""Delete endpoints with their endpoint configs, models, autoscaling targets and alarms (they cost
+money while they exist: a real-time endpoint bills per instance-hour even when idle).
 
     python -m scripts.sagemaker_cleanup --endpoint-name dogs [--endpoint-name other]
 """
@@ -11,6 +11,11 @@ import sys
 from botocore.exceptions import ClientError
 
 from scripts import common
+
+
+def backlog_alarm_name(endpoint: str) -> str:
+    """The CloudWatch alarm that scales an asynchronous endpoint up from zero instances."""
+    return f"{endpoint}-has-backlog-without-capacity"
 
 
 def delete_endpoint(sagemaker_session, name: str, image_tag: str = "latest") -> list[str]:
@@ -34,6 +39,11 @@ def delete_endpoint(sagemaker_session, name: str, image_tag: str = "latest") -> 
                 deleted.append(f"scalable target {resource}")
             except ClientError:  # it had no autoscaling
                 pass
+        cloudwatch = sagemaker_session.boto_session.client("cloudwatch")
+        alarm = backlog_alarm_name(name)  # an asynchronous endpoint's scale-from-zero alarm
+        if cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"]:
+            cloudwatch.delete_alarms(AlarmNames=[alarm])
+            deleted.append(f"alarm {alarm}")
     client.delete_endpoint(EndpointName=name)
     deleted.append(f"endpoint {name}")
     client.delete_endpoint_config(EndpointConfigName=config_name)

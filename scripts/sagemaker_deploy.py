@@ -22,7 +22,7 @@ import time
 
 from scripts import common
 from scripts.local_endpoint import wait_for_http
-from scripts.sagemaker_cleanup import delete_endpoint
+from scripts.sagemaker_cleanup import backlog_alarm_name, delete_endpoint
 
 
 def make_model(args: argparse.Namespace, sagemaker_session, env: dict | None = None):
@@ -77,8 +77,12 @@ def deploy(args: argparse.Namespace, sagemaker_session, env: dict | None = None)
     else:
         wait_in_service(sagemaker_session, name)
     if args.autoscale_max and not args.local:
-        autoscale(sagemaker_session, name, args.instance_count, args.autoscale_max,
-                  args.invocations_per_instance)
+        if getattr(args, "async_output", None):
+            autoscale_async(sagemaker_session, name, args.autoscale_max,
+                            args.backlog_per_instance)
+        else:
+            autoscale(sagemaker_session, name, args.instance_count, args.autoscale_max,
+                      args.invocations_per_instance)
     return predictor
 
 
@@ -124,6 +128,39 @@ def autoscale(sagemaker_session, endpoint: str, minimum: int, maximum: int,
             "ScaleInCooldown": 300, "ScaleOutCooldown": 60})
 
 
+def autoscale_async(sagemaker_session, endpoint: str, maximum: int, backlog: int) -> None:
+    """An asynchronous endpoint scales on its queue, down to zero instances when it is empty:
+    target tracking on the backlog per instance, and a step policy, alarmed on
+    HasBacklogWithoutCapacity, that starts the first instance again (with no instance there is
+    no backlog per instance for target tracking to act on)."""
+    client = sagemaker_session.boto_session.client("application-autoscaling")
+    resource = f"endpoint/{endpoint}/variant/AllTraffic"
+    target = {"ServiceNamespace": "sagemaker", "ResourceId": resource,
+              "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
+    client.register_scalable_target(**target, MinCapacity=0, MaxCapacity=maximum)
+    client.put_scaling_policy(
+        **target, PolicyName=f"{endpoint}-backlog", PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": float(backlog),
+            "CustomizedMetricSpecification": {
+                "MetricName": "ApproximateBacklogSizePerInstance", "Namespace": "AWS/SageMaker",
+                "Dimensions": [{"Name": "EndpointName", "Value": endpoint}],
+                "Statistic": "Average"},
+            "ScaleInCooldown": 600, "ScaleOutCooldown": 120})
+    from_zero = client.put_scaling_policy(
+        **target, PolicyName=f"{endpoint}-from-zero", PolicyType="StepScaling",
+        StepScalingPolicyConfiguration={
+            "AdjustmentType": "ChangeInCapacity", "MetricAggregationType": "Average",
+            "Cooldown": 300, "StepAdjustments": [{"MetricIntervalLowerBound": 0,
+                                                  "ScalingAdjustment": 1}]})
+    sagemaker_session.boto_session.client("cloudwatch").put_metric_alarm(
+        AlarmName=backlog_alarm_name(endpoint), MetricName="HasBacklogWithoutCapacity",
+        Namespace="AWS/SageMaker", Statistic="Average", Period=60, EvaluationPeriods=2,
+        DatapointsToAlarm=2, Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
+        TreatMissingData="missing", Dimensions=[{"Name": "EndpointName", "Value": endpoint}],
+        AlarmActions=[from_zero["PolicyARN"]])
+
+
 def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-data", required=True,
                         help="the training job's model.tar.gz (s3://, or a file with --local)")
@@ -141,9 +178,12 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--async-max-payload-mb", type=int, default=100,
                         help="largest image an asynchronous endpoint accepts")
     parser.add_argument("--autoscale-max", type=int, default=0,
-                        help="scale between --instance-count and this many instances")
+                        help="scale between --instance-count and this many instances; an "
+                             "asynchronous endpoint between 0 and this many")
     parser.add_argument("--invocations-per-instance", type=int, default=100,
                         help="autoscaling target, per instance per minute")
+    parser.add_argument("--backlog-per-instance", type=int, default=5,
+                        help="asynchronous autoscaling target: queued requests per instance")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,14 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from artifact.preprocess import IMAGE_EXTENSIONS, decode_resized
+from artifact.preprocess import FOLDER_MAX_PIXELS, IMAGE_EXTENSIONS, decode_resized
 from train.environment import DataError
 
 log = logging.getLogger(__name__)
 
-# A data set may hold photos far larger than a server takes; still, a decompression bomb in it
-# must be skipped, not fill the memory. Counted as decode_resized counts (after JPEG draft).
-MAX_PIXELS = 400_000_000
 
 
 @dataclass
@@ -100,7 +97,8 @@ class DecodeCache:
         if target.exists():
             return None
         try:
-            array = decode_resized(source, self.shorter_side, self.interpolation, MAX_PIXELS)
+            array = decode_resized(source, self.shorter_side, self.interpolation,
+                                   FOLDER_MAX_PIXELS)
         except Exception as e:  # any decoder error means: skip this file, keep training
             return f"{type(e).__name__}: {e}"
         target.parent.mkdir(parents=True, exist_ok=True)

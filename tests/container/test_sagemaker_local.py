@@ -81,8 +81,10 @@ def test_train_on_two_instances_deploy_predict_and_delete(local_mode, demo_data,
     assert our_containers() == []
 
 
-def test_batch_transform_over_a_folder_of_images(local_mode, demo_job, demo_data, tmp_path, capsys):
-    """MultiRecord over JSON lines, in local mode; a broken file is answered, not fatal."""
+def test_batch_transform_over_a_folder_of_images(local_mode, demo_job, demo_data, phone_photo,
+                                                 tmp_path, capsys):
+    """MultiRecord over JSON lines, in local mode; a broken file is answered, not fatal, and a
+    photo above MaxPayloadInMB (a 200-megapixel 3.4 MB JPEG, 1 MB here) is classified."""
     job, _ = demo_job
     # Local mode unpacks the archive beside itself and mounts that folder: it must be readable
     # by the server's unprivileged workers (pytest's tmp_path is private).
@@ -93,18 +95,21 @@ def test_batch_transform_over_a_folder_of_images(local_mode, demo_job, demo_data
             archive.add(item, arcname=item.name)
     images = shutil.copytree(demo_data / "test", tmp_path / "photos")
     (images / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    (images / "phone.jpg").write_bytes(phone_photo["baseline"])
     output = tmp_path / "transform"
     code = sagemaker_batch_transform.main([
         "--local", "--model-data", str(model_data), "--images", str(images),
         "--output", str(output), "--records-per-file", "25", "--max-payload-mb", "1"])
     assert code == 0
     rows = list(csv.DictReader((output / "predictions.csv").open()))
-    assert len(rows) == 61 and len(list((output / "input").glob("*.jsonl"))) == 3
+    assert len(rows) == 62 and len(list((output / "input").glob("*.jsonl"))) == 3
     broken = next(r for r in rows if r["file"] == "broken.jpg")
     assert broken["label"] == "" and "not an image" in broken["error"]
-    classified = [r for r in rows if r["file"] != "broken.jpg"]
+    phone = next(r for r in rows if r["file"] == "phone.jpg")
+    assert phone["label"] and not phone["error"] and "above the payload limit" in phone["note"]
+    classified = [r for r in rows if r["file"] not in ("broken.jpg", "phone.jpg")]
     assert all(r["error"] == "" and r["label"] for r in classified)
     right = sum(r["label"] == r["file"].split("/")[0] for r in classified)
     assert right >= 0.9 * len(classified)  # the demo model's test accuracy is >= 95%
-    assert "60 images classified, 1 failed" in capsys.readouterr().out
+    assert "61 images classified, 1 failed" in capsys.readouterr().out
     assert our_containers() == []

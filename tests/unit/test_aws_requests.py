@@ -135,7 +135,7 @@ def deploy_args(**overrides) -> argparse.Namespace:
                   model_data="s3://data/runs/job/output/model.tar.gz", endpoint_name="dogs",
                   instance_type="ml.c5.xlarge", instance_count=1, gpu=False, serverless=False,
                   memory_mb=3072, max_concurrency=5, autoscale_max=4, invocations_per_instance=100,
-                  async_output=None, async_max_payload_mb=100)
+                  async_output=None, async_max_payload_mb=100, backlog_per_instance=5)
     return argparse.Namespace(**{**values, **overrides})
 
 
@@ -201,6 +201,39 @@ def test_asynchronous_endpoint_request(aws, sent):
     assert model["PrimaryContainer"]["Environment"] == {
         "BYOC_MAX_PAYLOAD_MB": "200", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "600"}
     sagemaker_cleanup.delete_endpoint(session, "dogs-async")
+
+
+def test_an_asynchronous_endpoint_scales_to_zero_and_back_on_its_queue(aws):
+    args = deploy_args(endpoint_name="dogs-queue", autoscale_max=3, backlog_per_instance=4,
+                       async_output="s3://data/async/")
+    session = common.session(args)
+    sagemaker_deploy.deploy(args, session)
+    autoscaling, cloudwatch = aws.client("application-autoscaling"), aws.client("cloudwatch")
+    resource = "endpoint/dogs-queue/variant/AllTraffic"
+    [target] = autoscaling.describe_scalable_targets(
+        ServiceNamespace="sagemaker", ResourceIds=[resource])["ScalableTargets"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 3)
+    policies = {p["PolicyType"]: p for p in autoscaling.describe_scaling_policies(
+        ServiceNamespace="sagemaker", ResourceId=resource)["ScalingPolicies"]}
+    tracking = policies["TargetTrackingScaling"]["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["TargetValue"] == 4.0
+    assert tracking["CustomizedMetricSpecification"]["MetricName"] == (
+        "ApproximateBacklogSizePerInstance")
+    assert tracking["CustomizedMetricSpecification"]["Dimensions"] == [
+        {"Name": "EndpointName", "Value": "dogs-queue"}]
+    step = policies["StepScaling"]["StepScalingPolicyConfiguration"]
+    assert step["AdjustmentType"] == "ChangeInCapacity"
+    assert step["StepAdjustments"] == [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 1}]
+    [alarm] = cloudwatch.describe_alarms(
+        AlarmNames=["dogs-queue-has-backlog-without-capacity"])["MetricAlarms"]
+    assert alarm["MetricName"] == "HasBacklogWithoutCapacity"
+    assert alarm["AlarmActions"] == [policies["StepScaling"]["PolicyARN"]]
+
+    deleted = sagemaker_cleanup.delete_endpoint(session, "dogs-queue")
+    assert "alarm dogs-queue-has-backlog-without-capacity" in deleted
+    assert cloudwatch.describe_alarms(AlarmNames=[alarm["AlarmName"]])["MetricAlarms"] == []
+    assert autoscaling.describe_scalable_targets(
+        ServiceNamespace="sagemaker", ResourceIds=[resource])["ScalableTargets"] == []
 
 
 def test_asynchronous_invocation_waits_for_the_answer_in_s3(aws, tmp_path):
