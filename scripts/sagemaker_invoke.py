@@ -57,8 +57,8 @@ def with_async(runtime_client, s3_client, endpoint_name: str, path: Path, input_
                top_k: int = 3, timeout_s: float = 900) -> dict:
     """Asynchronous inference: the image goes to S3, the endpoint queues the request and writes
     its answer to S3; this waits for it (or for the failure SageMaker writes instead)."""
-    bucket, _, prefix = input_prefix.removeprefix("s3://").partition("/")
-    key = f"{prefix.rstrip('/')}/{uuid.uuid4().hex}{path.suffix}".lstrip("/")
+    bucket, prefix = common.split_s3_uri(input_prefix)
+    key = f"{common.s3_folder(prefix)}{uuid.uuid4().hex}{path.suffix}"
     s3_client.upload_file(str(path), bucket, key)
     response = runtime_client.invoke_endpoint_async(
         EndpointName=endpoint_name, InputLocation=f"s3://{bucket}/{key}",
@@ -70,7 +70,7 @@ def with_async(runtime_client, s3_client, endpoint_name: str, path: Path, input_
         for kind, location in outputs.items():
             if not location:
                 continue
-            out_bucket, _, out_key = location.removeprefix("s3://").partition("/")
+            out_bucket, out_key = common.split_s3_uri(location)
             try:
                 body = s3_client.get_object(Bucket=out_bucket, Key=out_key)["Body"].read()
             except s3_client.exceptions.NoSuchKey:
