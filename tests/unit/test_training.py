@@ -174,6 +174,20 @@ def test_a_killed_run_resumes_without_repeating_an_epoch(small_data, tmp_path, s
     assert sorted(epochs_logged) == [1, 2, 3, 4, 5]  # each epoch finished exactly once
 
 
+def test_a_checkpoint_of_the_same_job_with_other_hyperparameters_is_not_resumed(small_data,
+                                                                                tmp_path):
+    """A rerun in the same folder (the same job name) asking for another lr must not continue
+    the old run and call it the new one: it fails, naming what differs, and keeps the checkpoint."""
+    out = tmp_path / "run"
+    assert run_training(small_data, out, epochs=1).returncode == 0
+    checkpoint = (out / "checkpoints" / "local-run" / "checkpoint.pt").read_bytes()
+    second = run_training(small_data, out, epochs=1, lr=0.01, log_every_steps=5)
+    assert second.returncode == 1
+    failure = (out / "output" / "failure").read_text().splitlines()[0]
+    assert "lr 0.003 -> 0.01" in failure and "log_every_steps" not in failure, failure
+    assert (out / "checkpoints" / "local-run" / "checkpoint.pt").read_bytes() == checkpoint
+
+
 def distributed_cmd(data, out, **overrides):
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
             "--master_port", "29517", *train_cmd(data, out, **overrides)[1:]]
