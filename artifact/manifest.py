@@ -42,6 +42,9 @@ class Manifest:
     metrics: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)  # library versions at training time
     onnx_max_abs_diff: float | None = None  # PyTorch vs ONNX Runtime logits on sample inputs
+    # Reduced-precision copies of model.onnx: {"int8": {"file", "agreement", "accuracy",
+    # "fp32_accuracy", "images", "passed", ...}} (train/quantize.py)
+    precisions: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property

@@ -18,6 +18,9 @@ from artifact.manifest import (ONNX_FILE, ONNX_INPUT, WEIGHTS_FILE, ArtifactErro
                                read_manifest)
 from artifact.preprocess import IMAGE_FORMATS, ImageTooLarge, eval_input
 
+# train/quantize.py's gate, restated in the log and errors (serve/ does not import train/)
+INT8_GATE = "top-1 agreement with fp32 of at least 99.5% and at most 0.5 points of accuracy lost"
+
 log = logging.getLogger(__name__)
 
 
@@ -54,10 +57,38 @@ def choose_backend(model_dir: Path, requested: str) -> str:
     return requested
 
 
+def choose_precision(model_dir: Path, manifest: Manifest, backend: str,
+                     requested: str) -> tuple[str, str]:
+    """("int8" or "fp32", why). auto takes the int8 copy train/ wrote when it passed its gate on
+    the job's validation and test images; ArtifactError when what was asked cannot be had."""
+    int8 = manifest.precisions.get("int8")
+    has_int8 = int8 is not None and (model_dir / int8.get("file", "")).is_file()
+    if backend != "onnx":
+        if requested == "int8":
+            raise ArtifactError("BYOC_PRECISION=int8 runs on ONNX Runtime: use the CPU serving "
+                                "image (byoc-serve)")
+        return "fp32", "PyTorch serves the fp32 weights"
+    if requested == "fp32":
+        return "fp32", "BYOC_PRECISION=fp32"
+    if not has_int8:
+        if requested == "int8":
+            raise ArtifactError(f"BYOC_PRECISION=int8, but {model_dir} has no int8 copy: retrain "
+                                "with export_int8=true (the default), or serve fp32")
+        return "fp32", "the model folder has no int8 copy"
+    figures = (f"top-1 agreement with fp32 {100 * int8['agreement']:.2f}% over {int8['images']} "
+               f"validation and test images, accuracy {int8['accuracy']:.4f} against "
+               f"{int8['fp32_accuracy']:.4f}")
+    if requested == "int8":
+        return "int8", f"BYOC_PRECISION=int8 ({figures})"
+    if int8["passed"]:
+        return "int8", figures
+    return "fp32", f"the int8 copy failed its gate ({INT8_GATE}): {figures}"
+
+
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, model_dir: Path, threads: int):
+    def __init__(self, model_dir: Path, threads: int, file: str = ONNX_FILE):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -65,7 +96,7 @@ class OnnxBackend:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
-            str(model_dir / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+            str(model_dir / file), options, providers=["CPUExecutionProvider"])
         self.device = "cpu"
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -105,14 +136,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Predictor:
     """Decodes images exactly as evaluation did, runs the backend, answers top-k labels."""
 
-    def __init__(self, manifest: Manifest, backend, max_pixels: int | None = None):
+    def __init__(self, manifest: Manifest, backend, max_pixels: int | None = None,
+                 precision: str = "fp32"):
         self.manifest = manifest
         self.backend = backend
         self.max_pixels = max_pixels
+        self.precision = precision
 
     def model_info(self) -> dict:
         return {"name": self.manifest.name, "version": self.manifest.version,
-                "architecture": self.manifest.architecture, "backend": self.backend.name}
+                "architecture": self.manifest.architecture, "backend": self.backend.name,
+                "precision": self.precision}
 
     def decode(self, image: bytes) -> np.ndarray:
         if not image:
@@ -160,21 +194,25 @@ def _probe_image(size: int) -> bytes:
 
 
 def load_predictor(model_dir: Path, backend: str = "auto", threads: int = 1,
-                   max_pixels: int | None = None) -> Predictor:
+                   max_pixels: int | None = None, *, precision: str = "auto") -> Predictor:
     """Load the model folder and prove it works with a warm-up prediction; raise if it does not."""
-    started = time.perf_counter()
+    started, model_dir = time.perf_counter(), Path(model_dir)
     manifest = read_manifest(model_dir)
-    chosen = choose_backend(Path(model_dir), backend)
+    chosen = choose_backend(model_dir, backend)
+    numbers, why = choose_precision(model_dir, manifest, chosen, precision)
     try:
-        engine = (OnnxBackend(model_dir, threads) if chosen == "onnx"
-                  else TorchBackend(model_dir, manifest, threads))
+        if chosen == "onnx":
+            file = manifest.precisions["int8"]["file"] if numbers == "int8" else ONNX_FILE
+            engine = OnnxBackend(model_dir, threads, file)
+        else:
+            engine = TorchBackend(model_dir, manifest, threads)
     except PermissionError as e:
         raise ArtifactError(f"cannot read the model ({e}): make its files world-readable, or set "
                             "BYOC_SERVER_USER=root") from None
     except Exception as e:  # a damaged file: say which backend and folder, and what to do
         raise ArtifactError(f"cannot load the {chosen} model in {model_dir} ({e}): is the "
                             "model.tar.gz complete? Re-upload it or retrain") from None
-    predictor = Predictor(manifest, engine, max_pixels)
+    predictor = Predictor(manifest, engine, max_pixels, numbers)
     probe = _probe_image(max(manifest.preprocessing.resize_size, 32))
     probabilities = predictor.probabilities(predictor.decode(probe)[None])
     if probabilities.shape != (1, manifest.num_classes) or not np.isfinite(probabilities).all():
@@ -182,7 +220,7 @@ def load_predictor(model_dir: Path, backend: str = "auto", threads: int = 1,
             f"warm-up prediction gave shape {probabilities.shape} (finite: "
             f"{bool(np.isfinite(probabilities).all())}); the manifest lists "
             f"{manifest.num_classes} classes: the model files do not match the manifest")
-    log.info("model %s %s (%s, %d classes) on %s/%s, %d thread(s): ready in %.2f s",
+    log.info("model %s %s (%s, %d classes) on %s/%s in %s (%s), %d thread(s): ready in %.2f s",
              manifest.name, manifest.version, manifest.architecture, manifest.num_classes,
-             engine.name, engine.device, threads, time.perf_counter() - started)
+             engine.name, engine.device, numbers, why, threads, time.perf_counter() - started)
     return predictor

@@ -44,10 +44,12 @@ class Server(BaseApplication):
 
             store = ModelStore(s.model_memory_bytes,
                                lambda path: load_predictor(path, s.backend, s.intra_op_threads,
-                                                          s.max_pixels), s.models_root)
+                                                          s.max_pixels, precision=s.precision),
+                               s.models_root)
             return create_app(s, store=store)
         try:
-            predictor = load_predictor(s.model_dir, s.backend, s.intra_op_threads, s.max_pixels)
+            predictor = load_predictor(s.model_dir, s.backend, s.intra_op_threads, s.max_pixels,
+                                       precision=s.precision)
         except Exception:
             log.exception("the model in %s could not be loaded; the server stops", s.model_dir)
             raise

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BACKENDS = ("auto", "onnx", "torch")
+PRECISIONS = ("auto", "fp32", "int8")
 
 
 class SettingsError(ValueError):
@@ -52,6 +53,7 @@ class Settings:
     request_threads: int = 1  # BYOC_REQUEST_THREADS: requests the multi-model worker serves at once
     timeout_s: int = 60  # SAGEMAKER_MODEL_SERVER_TIMEOUT; SageMaker's own limit is 60 s
     backend: str = "auto"  # BYOC_BACKEND: auto (ONNX Runtime when possible), onnx, torch
+    precision: str = "auto"  # BYOC_PRECISION: auto (int8 when it passed its gate), fp32, int8
     max_payload_bytes: int = 6 * 1024 * 1024  # BYOC_MAX_PAYLOAD_MB; SageMaker real-time: 6 MB
     max_pixels: int = 50_000_000  # BYOC_MAX_PIXELS; decoded per image; see from_environment
     max_batch_images: int = 16  # BYOC_MAX_BATCH_IMAGES; per application/json request
@@ -100,6 +102,10 @@ class Settings:
         backend = env.get("BYOC_BACKEND", "auto").strip().lower() or "auto"
         if backend not in BACKENDS:
             raise SettingsError(f"BYOC_BACKEND={backend!r}: choose one of {', '.join(BACKENDS)}")
+        precision = env.get("BYOC_PRECISION", "auto").strip().lower() or "auto"
+        if precision not in PRECISIONS:
+            raise SettingsError(f"BYOC_PRECISION={precision!r}: choose one of "
+                                f"{', '.join(PRECISIONS)}")
         return cls(
             model_dir=Path(env.get("BYOC_MODEL_DIR") or cls.model_dir),
             port=number("SAGEMAKER_BIND_TO_PORT", cls.port, 1),
@@ -112,6 +118,7 @@ class Settings:
             request_threads=number("BYOC_REQUEST_THREADS", cpus, 1) if multi_model else 1,
             timeout_s=number("SAGEMAKER_MODEL_SERVER_TIMEOUT", cls.timeout_s, 1),
             backend=backend,
+            precision=precision,
             max_payload_bytes=max_payload_bytes,
             # Pixels decoded (a JPEG decodes at up to 1/8 scale: a 200-megapixel photo counts
             # about 3). At least one per byte of payload: a lossless photo takes more than a byte

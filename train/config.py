@@ -55,6 +55,7 @@ class TrainConfig:
     # Output
     model_name: str = "image-classifier"  # recorded in the manifest, answered by the server
     export_onnx: bool = True
+    export_int8: bool = True  # an int8 copy of model.onnx for CPU endpoints, gated on agreement
     log_every_steps: int = 20
     # Debugger and profiler (debugger/)
     debugger: str = "auto"  # auto (hook when SageMaker configures one), on, strict, off
@@ -106,7 +107,8 @@ class TrainConfig:
 
 # Hyperparameters that change how a run is watched or written, not what it trains: a run may
 # resume another run's checkpoint of the same job with other values for these.
-NOT_TRAINING = ("num_workers", "log_every_steps", "model_name", "export_onnx", "debugger",
+NOT_TRAINING = ("num_workers", "log_every_steps", "model_name", "export_onnx", "export_int8",
+                "debugger",
                 "debugger_save_interval", "rule_parameters", "profiler", "profiler_interval",
                 "profiler_trace_steps")
 

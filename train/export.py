@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,21 @@ def library_versions() -> dict:
         with contextlib.suppress(ImportError):
             versions[name] = __import__(name).__version__
     return versions
+
+
+def export_int8(model_dir: Path, calibration: list[np.ndarray], checked: list[np.ndarray],
+                labels: np.ndarray) -> dict:
+    """Write the int8 copy of model.onnx (train/quantize.py) and return its gate's figures."""
+    from train import quantize
+
+    started = time.perf_counter()
+    quantize.quantize_int8(model_dir / ONNX_FILE, model_dir / quantize.INT8_FILE, calibration)
+    (model_dir / quantize.INT8_FILE).chmod(0o644)
+    result = quantize.compare(model_dir / ONNX_FILE, model_dir / quantize.INT8_FILE, checked,
+                              labels)
+    return {"file": quantize.INT8_FILE, **result,
+            "calibration_images": int(sum(len(b) for b in calibration)),
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def write_artifact(

@@ -18,22 +18,25 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from artifact.manifest import Manifest, Preprocessing
+import numpy as np
+
+from artifact.manifest import Manifest, Preprocessing, write_manifest
 from debugger import hook as debug_hook
 from debugger import profiler, report, rules
-from train import checkpoint, distributed
+from train import checkpoint, distributed, quantize
 from train.config import (NOT_TRAINING, ConfigError, TrainConfig, describe, from_hyperparameters,
                           pairs_to_dict)
 from train.data import CachedImages, DecodeCache, ShardedSampler, Split, load_splits, prepare
 from train.environment import DataError, Paths, require_channels, resolve_paths, write_failure
 from train.evaluate import loss_and_correct, plot_history, predict, test_report
-from train.export import write_artifact
+from train.export import export_int8, write_artifact
 from train.metrics import format_metrics
 from train.model import (
     WeightsUnavailable,
@@ -95,6 +98,7 @@ class Data:
     train: torch.utils.data.DataLoader
     valid: torch.utils.data.DataLoader
     test: torch.utils.data.DataLoader | None  # rank 0's whole test split
+    evaluation: Callable[[str, int | None], torch.utils.data.DataLoader]  # a whole split, unshuffled
 
 
 @dataclass
@@ -229,9 +233,11 @@ def load_data(config: TrainConfig, ctx: distributed.Context, splits: dict[str, S
     if ctx.local_rank != 0:
         data_report = prepare(splits, cache, workers=1)
 
-    def loader(split, transform, *, shuffle, rank=0, world=1):
+    def loader(split, transform, *, shuffle, rank=0, world=1, first=None):
         # Training shards must be equal (DDP steps in lockstep); evaluation keeps every image.
         dataset = CachedImages(splits[split], cache, transform)
+        if first is not None:  # the split's first images, in file order
+            dataset = torch.utils.data.Subset(dataset, range(min(first, len(dataset))))
         sampler = ShardedSampler(len(dataset), rank, world, shuffle, config.seed,
                                  equal_shards=shuffle)
         drop_last = shuffle and len(sampler) > config.batch_size  # no 1-image BatchNorm batches
@@ -249,6 +255,7 @@ def load_data(config: TrainConfig, ctx: distributed.Context, splits: dict[str, S
         valid=loader("valid", evaluation, shuffle=False, rank=ctx.rank, world=ctx.world_size),
         test=loader("test", evaluation, shuffle=False) if "test" in splits and ctx.is_main
         else None,
+        evaluation=lambda split, first=None: loader(split, evaluation, shuffle=False, first=first),
     )
 
 
@@ -419,8 +426,36 @@ def write_outputs(training: Training) -> dict:
         metrics=metrics,
     )
     write_artifact(t.model, manifest, t.paths.model_dir, sample)
+    if config.export_onnx and config.export_int8:
+        add_int8(training, manifest)
     log.info("model artifact written to %s", t.paths.model_dir)
     return metrics
+
+
+def add_int8(training: Training, manifest: Manifest) -> None:
+    """The int8 copy of model.onnx for CPU endpoints, calibrated on the first training images,
+    and its agreement with fp32 on the validation and test images, in the manifest."""
+    t, started = training, time.perf_counter()
+    cpu = Normalizer(manifest.preprocessing.mean, manifest.preprocessing.std, torch.device("cpu"),
+                     False)
+
+    def batches(split: str, first: int | None = None):
+        for images, labels in t.data.evaluation(split, first):
+            yield cpu(images).numpy(), labels.numpy()
+
+    calibration = [x for x, _ in batches("train", quantize.CALIBRATION_IMAGES)]
+    checked = [b for split in ("valid", "test") if split in t.data.splits for b in batches(split)]
+    manifest.precisions["int8"] = export_int8(
+        t.paths.model_dir, calibration, [x for x, _ in checked],
+        np.concatenate([y for _, y in checked]))
+    write_manifest(t.paths.model_dir, manifest)
+    result = manifest.precisions["int8"]
+    log.info("int8 copy: top-1 agreement with fp32 %.2f%% over %d images, accuracy %.4f "
+             "(fp32 %.4f): %s; %.1f s", 100 * result["agreement"], result["images"],
+             result["accuracy"], result["fp32_accuracy"],
+             "served by default" if result["passed"] else "not served by default (the gate "
+             f"needs {100 * quantize.MIN_AGREEMENT:.1f}% and at most "
+             f"{100 * quantize.MAX_ACCURACY_DROP:.1f} points lost)", time.perf_counter() - started)
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict]:

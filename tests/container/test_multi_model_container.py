@@ -2,6 +2,7 @@
 folders under /opt/ml/models, loaded, invoked and unloaded through the /models API."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import uuid
@@ -54,7 +55,7 @@ def invoke(url, name, image: bytes):
                          headers={"Content-Type": "image/png"})
 
 
-def test_the_multi_model_api_in_the_container(endpoint, demo_data):
+def test_the_multi_model_api_in_the_container(endpoint, models, demo_data):
     url, container = endpoint
     image = min((demo_data / "test").glob("002.*/*.png")).read_bytes()
     assert requests.get(f"{url}/ping", timeout=2).json() == {"status": "healthy", "models": 0}
@@ -63,6 +64,12 @@ def test_the_multi_model_api_in_the_container(endpoint, demo_data):
     assert load(url, "demo").status_code == 200 and load(url, "tiny").status_code == 200
     demo, tiny = invoke(url, "demo", image).json(), invoke(url, "tiny", image).json()
     assert demo["model"]["name"] == "demo-shapes" and tiny["model"]["name"] == "tiny-shapes"
+    # Each model in the precision its own gate chose: the tiny model (4 epochs, near-uniform
+    # answers) has an int8 copy that failed it, and serves in fp32.
+    gates = {name: json.loads((models / name / "model" / "manifest.json").read_text())[
+        "precisions"]["int8"]["passed"] for name in ("demo", "tiny")}
+    assert gates == {"demo": True, "tiny": False}
+    assert (demo["model"]["precision"], tiny["model"]["precision"]) == ("int8", "fp32")
     assert demo["predictions"][0]["label"] == "002.Green_square"
     assert load(url, "demo").status_code == 409
 

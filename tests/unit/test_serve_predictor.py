@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
 import pytest
 
-from artifact.manifest import ArtifactError
+from artifact.manifest import ArtifactError, read_manifest, write_manifest
 from serve import predictor as predictor_module
 from serve.predictor import choose_backend, load_predictor
 from serve.settings import Settings, SettingsError, visible_gpus
@@ -19,7 +20,7 @@ def model_copy(trained_model, tmp_path):
 
 
 def test_onnx_and_torch_backends_agree_on_every_test_image(trained_model, small_data_master):
-    onnx = load_predictor(trained_model, "onnx")
+    onnx = load_predictor(trained_model, "onnx", precision="fp32")
     torch = load_predictor(trained_model, "torch")
     assert (onnx.backend.name, torch.backend.name) == ("onnx", "torch")
     images = [p.read_bytes() for p in sorted((small_data_master / "test").glob("*/*"))]
@@ -36,6 +37,49 @@ def test_auto_prefers_onnx_and_falls_back_to_torch(model_copy):
     (model_copy / "model.onnx").unlink()
     assert choose_backend(model_copy, "auto") == "torch"
     assert load_predictor(model_copy).backend.name == "torch"
+
+
+def test_the_int8_copy_delivers_the_agreement_its_manifest_records(trained_model,
+                                                                   small_data_master):
+    """train/ measured the int8 copy against fp32 on the validation and test images; served,
+    through the server's own decoding, the two agree on the same share of them."""
+    int8 = load_predictor(trained_model, "onnx", precision="int8")
+    fp32 = load_predictor(trained_model, "onnx", precision="fp32")
+    assert (int8.model_info()["precision"], fp32.model_info()["precision"]) == ("int8", "fp32")
+    recorded = read_manifest(trained_model).precisions["int8"]
+    files = sorted((small_data_master / "valid").glob("*/*")) + sorted(
+        (small_data_master / "test").glob("*/*"))
+    assert len(files) == recorded["images"]
+    batch = np.stack([fp32.decode(p.read_bytes()) for p in files])
+    agreement = (int8.probabilities(batch).argmax(1) == fp32.probabilities(batch).argmax(1)).mean()
+    assert agreement == pytest.approx(recorded["agreement"], abs=1.01 / len(files))
+
+
+@pytest.mark.parametrize("passed, requested, chosen, why", [
+    (True, "auto", "int8", "top-1 agreement with fp32 99.80% over 500"),
+    (False, "auto", "fp32", "the int8 copy failed its gate"),
+    (False, "int8", "int8", "BYOC_PRECISION=int8"),
+    (True, "fp32", "fp32", "BYOC_PRECISION=fp32"),
+])
+def test_the_int8_copy_is_served_only_when_it_passed_its_gate(model_copy, caplog, passed,
+                                                              requested, chosen, why):
+    manifest = read_manifest(model_copy)
+    manifest.precisions["int8"].update(passed=passed, agreement=0.998, images=500)
+    write_manifest(model_copy, manifest)
+    caplog.set_level(logging.INFO, logger="serve.predictor")
+    predictor = load_predictor(model_copy, "onnx", precision=requested)
+    assert predictor.model_info()["precision"] == chosen
+    assert f"in {chosen} ({why}" in caplog.text
+
+
+def test_int8_that_cannot_be_had_fails_at_start_saying_why(model_copy):
+    with pytest.raises(ArtifactError, match="runs on ONNX Runtime"):
+        load_predictor(model_copy, "torch", precision="int8")
+    assert load_predictor(model_copy, "torch").model_info()["precision"] == "fp32"
+    (model_copy / "model.int8.onnx").unlink()
+    with pytest.raises(ArtifactError, match="no int8 copy: retrain with export_int8=true"):
+        load_predictor(model_copy, "onnx", precision="int8")
+    assert load_predictor(model_copy, "onnx").model_info()["precision"] == "fp32"
 
 
 def test_a_missing_backend_names_the_image_to_use(model_copy, monkeypatch):
@@ -64,10 +108,11 @@ def test_a_folder_without_a_manifest_says_what_it_expected(tmp_path):
         load_predictor(tmp_path)
 
 
-def test_a_corrupt_onnx_file_fails_to_load(model_copy):
-    (model_copy / "model.onnx").write_bytes(b"not a protobuf")
+@pytest.mark.parametrize("file, precision", [("model.onnx", "fp32"), ("model.int8.onnx", "int8")])
+def test_a_corrupt_onnx_file_fails_to_load(model_copy, file, precision):
+    (model_copy / file).write_bytes(b"not a protobuf")
     with pytest.raises(ArtifactError, match="cannot load the onnx model.*Re-upload it or retrain"):
-        load_predictor(model_copy, "onnx")
+        load_predictor(model_copy, "onnx", precision=precision)
 
 
 def test_a_multi_model_endpoint_splits_the_cpus_between_requests_not_predictions(monkeypatch):
@@ -107,6 +152,7 @@ def test_settings_defaults_share_the_cpus_between_workers(monkeypatch):
     ({"SAGEMAKER_MODEL_SERVER_WORKERS": "0"}, "must be at least 1"),
     ({"BYOC_MAX_PAYLOAD_MB": "-1"}, "BYOC_MAX_PAYLOAD_MB='-1' must be at least"),
     ({"BYOC_BACKEND": "tensorrt"}, "choose one of auto, onnx, torch"),
+    ({"BYOC_PRECISION": "fp16"}, "BYOC_PRECISION='fp16': choose one of auto, fp32, int8"),
 ])
 def test_bad_settings_say_which_variable(env, message):
     with pytest.raises(SettingsError, match=message.replace("(", "\\(")):
