@@ -28,7 +28,7 @@ from pathlib import Path
 
 import requests
 
-from bench.serving import RESULTS, make_model, photo
+from bench.serving import RESULTS, container_memory_mib, make_model, photo
 from scripts.local_endpoint import docker_command, free_port, wait_until_healthy
 
 
@@ -40,14 +40,6 @@ def run_container(image: str, folder: Path, env: dict,
     url = f"http://127.0.0.1:{port}"
     wait_until_healthy(url, name, timeout=120)
     return name, url
-
-
-def container_memory_mib(name: str) -> float:
-    """The container's memory use as its cgroup counts it (what serverless sizes against)."""
-    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", name],
-                         capture_output=True, text=True, check=True).stdout.split("/")[0].strip()
-    value, unit = float(out[:-3]), out[-3:]
-    return value * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit]
 
 
 def multi_model(image: str, model_dir: Path, body: bytes, rounds: int) -> dict:

@@ -5,10 +5,13 @@ preprocessing, and model.onnx or model.safetensors. Nothing here imports train/.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import logging
+import multiprocessing
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,22 +88,66 @@ def choose_precision(model_dir: Path, manifest: Manifest, backend: str,
     return "fp32", f"the int8 copy failed its gate ({INT8_GATE}): {figures}"
 
 
+class Concurrency:
+    """Predictions running on this machine, counted across the server's worker processes: a
+    shared array with a cell per worker, made when this module is imported, before gunicorn
+    forks the workers. Each worker writes its own cell; the master clears the cell of a worker
+    that died, so a prediction it left unfinished is not counted for ever."""
+
+    def __init__(self, slots: int = 64):
+        self.cells = multiprocessing.Array("i", slots)
+        self.slot = 0
+
+    def use_slot(self, worker: int) -> None:
+        self.slot = worker % len(self.cells)
+
+    def clear(self, worker: int) -> None:
+        with self.cells.get_lock():
+            self.cells[worker % len(self.cells)] = 0
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[bool]:
+        """Count one prediction while it runs; yields whether it started alone."""
+        with self.cells.get_lock():
+            alone = not any(self.cells)
+            self.cells[self.slot] += 1
+        try:
+            yield alone
+        finally:
+            with self.cells.get_lock():
+                self.cells[self.slot] -= 1
+
+
+MACHINE = Concurrency()
+
+
 class OnnxBackend:
+    """ONNX Runtime on the CPU. A prediction that starts while no other runs on the machine gets
+    a session on every core (the lowest latency at low load); one that starts beside others gets
+    the single-threaded session, which runs each call on its own request thread, so that under
+    load every core runs a prediction of its own instead of all fighting over one thread pool
+    (bench/serving.py measures it)."""
     name = "onnx"
 
     def __init__(self, model_dir: Path, threads: int, file: str = ONNX_FILE):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(model_dir / file), options, providers=["CPUExecutionProvider"])
+        def session(count: int):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = count
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            return ort.InferenceSession(str(model_dir / file), options,
+                                        providers=["CPUExecutionProvider"])
+
+        self.alone = session(threads)
+        self.beside = session(1) if threads > 1 else self.alone
         self.device = "cpu"
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {ONNX_INPUT: batch})[0]
+        with MACHINE.running() as alone:
+            model = self.alone if alone else self.beside
+            return model.run(None, {ONNX_INPUT: batch})[0]
 
 
 class TorchBackend:

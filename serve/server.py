@@ -18,7 +18,7 @@ import sys
 from gunicorn.app.base import BaseApplication
 
 from artifact.manifest import ArtifactError, read_manifest
-from serve.predictor import choose_backend
+from serve.predictor import MACHINE, choose_backend
 from serve.settings import Settings, SettingsError, visible_gpus
 
 log = logging.getLogger("serve")
@@ -68,20 +68,28 @@ def worker_user(name: str) -> dict:
     return {"user": entry.pw_uid, "group": entry.pw_gid}
 
 
-def spread_over_gpus(gpus: list[str]):
-    """A post_fork hook: each new worker sees one GPU, in turn (before it initialises CUDA)."""
-    def post_fork(server, worker):
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[(worker.age - 1) % len(gpus)]
-    return post_fork
+def post_fork(gpus: list[str]):
+    """In each new worker, before it loads anything: its cell of the machine's prediction count,
+    and on GPUs one GPU, in turn (before it initialises CUDA)."""
+    def hook(server, worker):
+        MACHINE.use_slot(worker.age)
+        if gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpus[(worker.age - 1) % len(gpus)]
+    return hook
+
+
+def child_exit(server, worker):
+    """In the master: a worker that died mid-prediction no longer counts as running one."""
+    MACHINE.clear(worker.age)
 
 
 def gunicorn_options(settings: Settings, gpus: list[str] | None = None) -> dict:
     return {
         "bind": f"0.0.0.0:{settings.port}",
         "workers": settings.workers,
-        # Sync: one request at a time per worker, as inference is CPU-bound. Multi-model: one
-        # worker holding every model, with a thread per CPU (ONNX Runtime releases the GIL).
-        "worker_class": "gthread" if settings.multi_model else "sync",
+        # serve/settings.py says why these; a sync worker accepts a connection only when idle,
+        # which spreads requests evenly when each worker serves one at a time.
+        "worker_class": "gthread" if settings.request_threads > 1 else "sync",
         "threads": settings.request_threads,
         "timeout": settings.timeout_s,
         "graceful_timeout": 20,  # SageMaker sends SIGKILL 30 s after SIGTERM
@@ -93,7 +101,8 @@ def gunicorn_options(settings: Settings, gpus: list[str] | None = None) -> dict:
         "errorlog": "-",
         "loglevel": "info",
         **worker_user(settings.user),
-        **({"post_fork": spread_over_gpus(gpus)} if gpus else {}),
+        "post_fork": post_fork(gpus or []),
+        "child_exit": child_exit,
     }
 
 
@@ -122,8 +131,9 @@ def main(argv: list[str]) -> int:
     except (SettingsError, ArtifactError) as e:
         log.error("cannot serve: %s", e)
         return 1
-    log.info("serving %s (%d classes) from %s with %s: %d worker(s) x %d thread(s)%s on port %d",
-             manifest.name, manifest.num_classes, settings.model_dir, backend, settings.workers,
+    log.info("serving %s (%d classes) from %s with %s: %d worker(s) x %d request thread(s) x %d "
+             "thread(s) per prediction%s on port %d", manifest.name, manifest.num_classes,
+             settings.model_dir, backend, settings.workers, settings.request_threads,
              settings.intra_op_threads, f", GPUs {','.join(gpus)}" if gpus else "",
              settings.port)
     Server(settings, gunicorn_options(settings, gpus)).run()

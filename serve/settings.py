@@ -48,9 +48,9 @@ def visible_gpus(env: dict[str, str] | None = None) -> list[str]:
 class Settings:
     model_dir: Path = Path("/opt/ml/model")  # BYOC_MODEL_DIR; SageMaker unpacks model.tar.gz here
     port: int = 8080  # SAGEMAKER_BIND_TO_PORT
-    workers: int = 1  # SAGEMAKER_MODEL_SERVER_WORKERS; default: one per CPU, or per GPU (torch)
+    workers: int = 1  # SAGEMAKER_MODEL_SERVER_WORKERS; default: one, or one per GPU (torch)
     intra_op_threads: int = 1  # BYOC_THREADS_PER_WORKER: threads one prediction uses
-    request_threads: int = 1  # BYOC_REQUEST_THREADS: requests the multi-model worker serves at once
+    request_threads: int = 2  # BYOC_REQUEST_THREADS: requests a worker serves at once
     timeout_s: int = 60  # SAGEMAKER_MODEL_SERVER_TIMEOUT; SageMaker's own limit is 60 s
     backend: str = "auto"  # BYOC_BACKEND: auto (ONNX Runtime when possible), onnx, torch
     precision: str = "auto"  # BYOC_PRECISION: auto (int8 when it passed its gate), fp32, int8
@@ -70,8 +70,11 @@ class Settings:
 
     @classmethod
     def from_environment(cls, env: dict[str, str] | None = None, gpus: int = 0) -> "Settings":
-        """gpus: GPUs the PyTorch backend will use; then one worker per GPU by default (each
-        worker holds a CUDA context and its own copy of the model)."""
+        """One worker process by default, whose request threads share one model (ONNX Runtime
+        and PyTorch release the GIL, and so does Pillow's decoding): a lone request runs on
+        every core, and concurrent ones share them, in one copy of the model's memory. gpus:
+        GPUs the PyTorch backend will use; then one worker per GPU (each holds a CUDA context
+        and its own copy of the model)."""
         env = os.environ if env is None else env
 
         def number(name: str, default: float, minimum: float, kind=int):
@@ -92,9 +95,9 @@ class Settings:
         if multi_model not in ("true", "false", ""):
             raise SettingsError(f"SAGEMAKER_MULTI_MODEL={multi_model!r}: true or false")
         multi_model = multi_model == "true"
-        # Multi-model: one worker, so every request sees the same loaded models; threads serve
-        # requests concurrently (ONNX Runtime releases the GIL).
-        workers = 1 if multi_model else number("SAGEMAKER_MODEL_SERVER_WORKERS", gpus or cpus, 1)
+        # Multi-model: one worker always, so that every request sees the same loaded models.
+        workers = 1 if multi_model else number("SAGEMAKER_MODEL_SERVER_WORKERS", gpus or 1, 1)
+        cores = max(1, cpus // workers)
         # Batch transform tells the container its MaxPayloadInMB; BYOC_MAX_PAYLOAD_MB wins.
         payload_mb = number("SAGEMAKER_MAX_PAYLOAD_IN_MB", cls.max_payload_bytes / 2**20, 0.001,
                             float)
@@ -110,12 +113,10 @@ class Settings:
             model_dir=Path(env.get("BYOC_MODEL_DIR") or cls.model_dir),
             port=number("SAGEMAKER_BIND_TO_PORT", cls.port, 1),
             workers=workers,
-            # Requests at once x threads per prediction = CPUs: more oversubscribes the cores and
-            # slows every request. One model: sync workers, a request each. Multi-model: one
-            # worker, a thread per request, a thread per prediction.
-            intra_op_threads=number("BYOC_THREADS_PER_WORKER",
-                                    1 if multi_model else max(1, cpus // workers), 1),
-            request_threads=number("BYOC_REQUEST_THREADS", cpus, 1) if multi_model else 1,
+            # A prediction that runs alone on the machine uses every core (serve/predictor.py);
+            # twice as many requests as cores overlap one's decoding with another's network.
+            intra_op_threads=number("BYOC_THREADS_PER_WORKER", cpus, 1),
+            request_threads=number("BYOC_REQUEST_THREADS", 2 * cores, 1),
             timeout_s=number("SAGEMAKER_MODEL_SERVER_TIMEOUT", cls.timeout_s, 1),
             backend=backend,
             precision=precision,

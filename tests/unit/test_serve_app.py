@@ -235,12 +235,12 @@ def test_the_model_folder_is_all_the_server_reads(trained_model, tmp_path):
 # Batch transform: execution parameters and multi-record (SplitType Line) requests.
 
 def test_execution_parameters_fit_the_server(predictor, trained_model):
-    """Each sync worker takes one request, however many threads its predictions use."""
-    settings = Settings(model_dir=trained_model, workers=2, intra_op_threads=4,
-                        max_payload_bytes=1024 * 1024)
+    """The requests the workers' threads take at once, however many threads a prediction uses."""
+    settings = Settings(model_dir=trained_model, workers=2, request_threads=3,
+                        intra_op_threads=4, max_payload_bytes=1024 * 1024)
     client = create_app(settings, predictor=predictor).test_client()
     body = client.get("/execution-parameters").get_json()
-    assert body == {"MaxConcurrentTransforms": 2, "BatchStrategy": "MULTI_RECORD",
+    assert body == {"MaxConcurrentTransforms": 6, "BatchStrategy": "MULTI_RECORD",
                     "MaxPayloadInMB": 1}
 
 

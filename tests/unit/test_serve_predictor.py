@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -115,30 +116,28 @@ def test_a_corrupt_onnx_file_fails_to_load(model_copy, file, precision):
         load_predictor(model_copy, "onnx", precision=precision)
 
 
-def test_a_multi_model_endpoint_splits_the_cpus_between_requests_not_predictions(monkeypatch):
-    """One worker: BYOC_REQUEST_THREADS requests at once (gunicorn threads), each prediction on
-    BYOC_THREADS_PER_WORKER threads; batch transform is told the requests it can send."""
+def test_one_worker_whose_requests_share_the_model_and_every_core(monkeypatch):
+    """A lone request runs on every core (BYOC_THREADS_PER_WORKER), concurrent ones share them
+    (BYOC_REQUEST_THREADS gunicorn threads), in one copy of the model; batch transform is told
+    the requests the server takes at once."""
     from serve.server import gunicorn_options
 
     monkeypatch.setattr("serve.settings.available_cpus", lambda: 8)
-    settings = Settings.from_environment({"SAGEMAKER_MULTI_MODEL": "true"})
-    assert (settings.workers, settings.request_threads, settings.intra_op_threads) == (1, 8, 1)
-    assert gunicorn_options(settings)["threads"] == 8 and settings.concurrency == 8
-    settings = Settings.from_environment({"SAGEMAKER_MULTI_MODEL": "true",
-                                          "BYOC_REQUEST_THREADS": "2",
+    for env in ({}, {"SAGEMAKER_MULTI_MODEL": "true"}):
+        settings = Settings.from_environment(env)
+        assert (settings.workers, settings.request_threads, settings.intra_op_threads) == (1, 16, 8)
+        options = gunicorn_options(settings)
+        assert (options["worker_class"], options["threads"], options["workers"]) == (
+            "gthread", 16, 1)
+        assert settings.concurrency == 16
+    settings = Settings.from_environment({"BYOC_REQUEST_THREADS": "2",
                                           "BYOC_THREADS_PER_WORKER": "4"})
     assert (settings.request_threads, settings.intra_op_threads, settings.concurrency) == (2, 4, 2)
     assert gunicorn_options(settings)["threads"] == 2
-    single = Settings.from_environment({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})
-    assert (single.concurrency, gunicorn_options(single)["threads"]) == (2, 1)
-
-
-def test_settings_defaults_share_the_cpus_between_workers(monkeypatch):
-    monkeypatch.setattr("serve.settings.available_cpus", lambda: 8)
-    settings = Settings.from_environment({})
-    assert (settings.workers, settings.intra_op_threads, settings.port) == (8, 1, 8080)
-    settings = Settings.from_environment({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})
-    assert (settings.workers, settings.intra_op_threads) == (2, 4)
+    two = Settings.from_environment({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})  # cores split
+    assert (two.workers, two.request_threads, two.intra_op_threads, two.concurrency) == (2, 8, 8, 16)
+    sync = Settings.from_environment({"BYOC_REQUEST_THREADS": "1"})
+    assert gunicorn_options(sync)["worker_class"] == "sync"
     settings = Settings.from_environment({
         "SAGEMAKER_BIND_TO_PORT": "9000", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "30",
         "BYOC_MAX_PAYLOAD_MB": "0.5", "BYOC_BACKEND": "Torch", "BYOC_MODEL_DIR": "/m",
@@ -175,7 +174,7 @@ def test_pytorch_on_gpus_gets_one_worker_per_gpu_and_each_worker_its_own(monkeyp
 
     monkeypatch.setattr("serve.settings.available_cpus", lambda: 8)
     settings = Settings.from_environment({}, gpus=2)
-    assert (settings.workers, settings.intra_op_threads) == (2, 4)
+    assert (settings.workers, settings.intra_op_threads, settings.request_threads) == (2, 8, 8)
     explicit = Settings.from_environment({"SAGEMAKER_MODEL_SERVER_WORKERS": "4"}, gpus=2)
     assert explicit.workers == 4
     options = gunicorn_options(settings, ["0", "1"])
@@ -185,4 +184,75 @@ def test_pytorch_on_gpus_gets_one_worker_per_gpu_and_each_worker_its_own(monkeyp
         options["post_fork"](None, SimpleNamespace(age=age))
         seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
     assert seen == ["0", "1", "0"]
-    assert "post_fork" not in gunicorn_options(settings)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "untouched")
+    gunicorn_options(settings)["post_fork"](None, SimpleNamespace(age=1))  # no GPUs given
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "untouched"
+
+
+def test_a_lone_prediction_gets_every_core_and_concurrent_ones_a_thread_each(trained_model):
+    """Which ONNX Runtime session runs a prediction follows the machine's count of predictions
+    running, also those of other worker processes (forked, as gunicorn forks them)."""
+    import multiprocessing
+
+    from serve.predictor import MACHINE
+
+    predictor = load_predictor(trained_model, "onnx", 2, precision="fp32")
+    backend = predictor.backend
+    used = []
+    for name in ("alone", "beside"):
+        session = getattr(backend, name)
+        setattr(backend, name, type("Spy", (), {"run": lambda self, *a, s=session, n=name: (
+            used.append(n), s.run(*a))[1]})())
+    batch = predictor.decode(_probe_png())[None]
+    alone = backend.logits(batch)
+    with MACHINE.running():  # another request thread's prediction
+        beside = backend.logits(batch)
+    assert used == ["alone", "beside"]
+    np.testing.assert_allclose(alone, beside, atol=1e-5)
+
+    started, release = multiprocessing.Event(), multiprocessing.Event()
+
+    def other_worker():
+        MACHINE.use_slot(7)
+        with MACHINE.running():
+            started.set()
+            release.wait(30)
+
+    child = multiprocessing.get_context("fork").Process(target=other_worker)
+    child.start()
+    assert started.wait(30)
+    backend.logits(batch)
+    release.set()
+    child.join(30)
+    assert used[-1] == "beside"
+    def dying_worker():
+        MACHINE.use_slot(8)
+        with MACHINE.running():
+            started.set()
+            time.sleep(60)
+
+    started.clear()
+    child = multiprocessing.get_context("fork").Process(target=dying_worker)
+    child.start()
+    assert started.wait(30)
+    child.kill()  # killed mid-prediction (a timed-out worker)
+    child.join(30)
+    backend.logits(batch)
+    assert used[-1] == "beside"
+    from types import SimpleNamespace
+
+    from serve.server import gunicorn_options
+
+    gunicorn_options(Settings())["child_exit"](None, SimpleNamespace(age=8))  # in the master
+    backend.logits(batch)
+    assert used[-1] == "alone"
+
+
+def _probe_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
