@@ -8,8 +8,8 @@ Uses bench/serving.py's ResNet-50 model folder (133 classes). Measures:
   batch         images/s of application/jsonlines requests (16 records each, as batch transform
                 sends MultiRecord) vs one real-time request per image, both with as many
                 clients as the server has workers
-  memory        the container's memory with one worker and the model loaded, for sizing
-                serverless endpoints
+  memory        the default container's memory after its first requests, in fp32 and in int8,
+                for sizing serverless endpoints
 Results also go to bench/results/serving_modes.json.
 """
 from __future__ import annotations
@@ -107,14 +107,18 @@ def batch_vs_realtime(image: str, model_dir: Path, body: bytes, count: int) -> d
 
 
 def serverless_memory(image: str, model_dir: Path, body: bytes) -> dict:
-    name, url = run_container(image, model_dir, {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"})
-    try:
-        for _ in range(3):
-            requests.post(f"{url}/invocations", data=body, timeout=60,
-                          headers={"Content-Type": "image/jpeg"}).raise_for_status()
-        return {"one_worker_container_mib": round(container_memory_mib(name), 1)}
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    """The default container's memory after a few requests, in fp32 and in int8."""
+    memory = {}
+    for precision in ("fp32", "int8"):
+        name, url = run_container(image, model_dir, {"BYOC_PRECISION": precision})
+        try:
+            for _ in range(3):
+                requests.post(f"{url}/invocations", data=body, timeout=60,
+                              headers={"Content-Type": "image/jpeg"}).raise_for_status()
+            memory[f"{precision}_container_mib"] = round(container_memory_mib(name), 1)
+        finally:
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    return memory
 
 
 def main() -> None:
