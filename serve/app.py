@@ -1,5 +1,6 @@
 """The Flask app: SageMaker's routes, GET /ping and POST /invocations; GET /execution-parameters
-for batch transform; and, on a multi-model endpoint, the /models API (serve/models.py).
+for batch transform; GET /metrics for Prometheus (serve/metrics.py); and, on a multi-model
+endpoint, the /models API (serve/models.py).
 
 Request bodies:
     image/jpeg, image/png, application/x-image, ...   one image's raw bytes (format sniffed)
@@ -19,9 +20,10 @@ import base64
 import binascii
 import json
 import logging
+import time
 
 import numpy as np
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
@@ -31,6 +33,7 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
+from serve import metrics
 from serve.models import ModelStore, StoreError
 from serve.predictor import BadImage, Predictor
 from serve.settings import Settings
@@ -135,8 +138,27 @@ def create_app(settings: Settings, predictor: Predictor | None = None,
     """One model (predictor), or a multi-model endpoint's store."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
-    routes = ("GET /ping, GET /execution-parameters and " +
+    routes = ("GET /ping, GET /execution-parameters, GET /metrics and " +
               ("the /models API" if store else "POST /invocations"))
+    if predictor is not None:
+        predictor.metrics = metrics
+        metrics.model_served(predictor.model_info())
+
+    @app.before_request
+    def start_clock():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def count(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule else "(no route)"
+        metrics.observe_request(rule, request.method, response.status_code,
+                                g.get("started", time.perf_counter()))
+        return response
+
+    @app.get("/metrics")
+    def scrape():
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
 
     @app.get("/ping")
     def ping():
@@ -261,6 +283,8 @@ def add_model_routes(app: Flask, store: ModelStore, invoke) -> None:
                 isinstance(document.get(k), str) and document.get(k) for k in ("model_name", "url")):
             raise BadRequest(f"model_name and url are required: {usage}")
         entry = store.load(document["model_name"], document["url"])
+        entry.predictor.metrics = metrics
+        metrics.model_served(entry.predictor.model_info())
         return json_response({"status": f"model {entry.name!r} loaded", **describe(entry)})
 
     @app.get("/models")
@@ -283,7 +307,7 @@ def add_model_routes(app: Flask, store: ModelStore, invoke) -> None:
 
     @app.delete("/models/<name>")
     def unload_model(name):
-        store.unload(name)
+        metrics.model_served(store.unload(name).predictor.model_info(), served=False)
         return json_response({"status": f"model {name!r} unloaded"})
 
     @app.post("/models/<name>/invoke")

@@ -130,12 +130,14 @@ class ModelStore:
             raise ModelNotFound(f"model {name!r} is not loaded: POST /models to load it")
         return entry
 
-    def unload(self, name: str) -> None:
+    def unload(self, name: str) -> Loaded:
         """A model still loading is unloaded once its load ends (404 if the load fails)."""
         with self._changed:
             self._changed.wait_for(lambda: name not in self._loading)
-            if self._models.pop(name, None) is None:
-                raise ModelNotFound(f"model {name!r} is not loaded")
+            entry = self._models.pop(name, None)
+        if entry is None:
+            raise ModelNotFound(f"model {name!r} is not loaded")
+        return entry
 
     def page(self, size: int, token: str | None) -> tuple[list[Loaded], str | None]:
         """Models in name order, size at a time; token: the last name of the previous page."""

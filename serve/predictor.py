@@ -189,6 +189,7 @@ class Predictor:
         self.backend = backend
         self.max_pixels = max_pixels
         self.precision = precision
+        self.metrics = None  # serve/metrics.py once the app serves it (its decoded, inferred)
 
     def model_info(self) -> dict:
         return {"name": self.manifest.name, "version": self.manifest.version,
@@ -196,6 +197,14 @@ class Predictor:
                 "precision": self.precision}
 
     def decode(self, image: bytes) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self._decode(image)
+        finally:
+            if self.metrics:
+                self.metrics.decoded(time.perf_counter() - started)
+
+    def _decode(self, image: bytes) -> np.ndarray:
         if not image:
             raise BadImage("the image is empty (0 bytes)")
         try:
@@ -213,7 +222,11 @@ class Predictor:
                            "complete, valid image file?") from None
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return softmax(self.backend.logits(batch))
+        started = time.perf_counter()
+        logits = self.backend.logits(batch)
+        if self.metrics:
+            self.metrics.inferred(time.perf_counter() - started, len(batch), self.precision)
+        return softmax(logits)
 
     def top_k(self, probabilities: np.ndarray, k: int) -> list[dict]:
         k = min(k, len(probabilities))

@@ -13,7 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
@@ -22,6 +25,7 @@ from serve.predictor import MACHINE, choose_backend
 from serve.settings import Settings, SettingsError, visible_gpus
 
 log = logging.getLogger("serve")
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Server(BaseApplication):
@@ -79,8 +83,23 @@ def post_fork(gpus: list[str]):
 
 
 def child_exit(server, worker):
-    """In the master: a worker that died mid-prediction no longer counts as running one."""
+    """In the master: a worker that died mid-prediction no longer counts as running one, and
+    its live gauges no longer count in /metrics."""
     MACHINE.clear(worker.age)
+    if os.environ.get(METRICS_DIR):
+        from serve import metrics  # prometheus-client's mode is set by now (metrics_folder)
+
+        metrics.worker_exited(worker.pid)
+
+
+def metrics_folder() -> None:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for this server's workers, set before gunicorn forks them
+    and before anything here imports prometheus-client (serve/metrics.py says why)."""
+    folder = Path(os.environ.get(METRICS_DIR) or tempfile.gettempdir()) / "byoc-metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    folder.chmod(0o1777)  # the workers may run as another user
+    os.environ[METRICS_DIR] = str(folder)
 
 
 def gunicorn_options(settings: Settings, gpus: list[str] | None = None) -> dict:
@@ -115,6 +134,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         settings = Settings.from_environment()
+        metrics_folder()
         if settings.multi_model:
             log.info("multi-model endpoint: models load on POST /models; %d request thread(s) x "
                      "%d thread(s) per prediction, a memory budget of %.0f MiB, port %d",

@@ -11,18 +11,24 @@ import pytest
 import requests
 
 from scripts.local_endpoint import docker_command, free_port, wait_until_healthy
+from artifact.manifest import read_manifest, write_manifest
 from serve.models import estimated_memory
 
 
 @pytest.fixture
 def models(demo_job, trained_model, tmp_path):
-    """Two different models (the demo's and the unit tests' tiny one), a broken one and one too
-    large for the budget, as SageMaker lays them out: /opt/ml/models/<name>/model."""
+    """Two different models (the demo's and the unit tests' tiny one, whose int8 copy failed its
+    gate, as training records it), a broken one and one too large for the budget, as SageMaker
+    lays them out: /opt/ml/models/<name>/model."""
     root = tmp_path / "models"
     shutil.copytree(demo_job[0] / "model", root / "demo" / "model")
-    shutil.copytree(trained_model, root / "tiny" / "model")
+    tiny = shutil.copytree(trained_model, root / "tiny" / "model")
+    manifest = read_manifest(tiny)
+    manifest.precisions["int8"].update(passed=False, agreement=0.9)
+    write_manifest(tiny, manifest)
     broken = shutil.copytree(trained_model, root / "broken" / "model")
-    (broken / "model.onnx").write_bytes(b"truncated")
+    for name in ("model.onnx", "model.int8.onnx"):  # whichever precision it would serve
+        (broken / name).write_bytes(b"truncated")
     huge = shutil.copytree(trained_model, root / "huge" / "model")
     with open(huge / "model.onnx", "r+b") as f:  # sparse: large on paper only
         f.truncate(2 * 2**30)
@@ -64,8 +70,7 @@ def test_the_multi_model_api_in_the_container(endpoint, models, demo_data):
     assert load(url, "demo").status_code == 200 and load(url, "tiny").status_code == 200
     demo, tiny = invoke(url, "demo", image).json(), invoke(url, "tiny", image).json()
     assert demo["model"]["name"] == "demo-shapes" and tiny["model"]["name"] == "tiny-shapes"
-    # Each model in the precision its own gate chose: the tiny model (4 epochs, near-uniform
-    # answers) has an int8 copy that failed it, and serves in fp32.
+    # Each model in the precision its own gate chose: the tiny model's int8 copy failed it.
     gates = {name: json.loads((models / name / "model" / "manifest.json").read_text())[
         "precisions"]["int8"]["passed"] for name in ("demo", "tiny")}
     assert gates == {"demo": True, "tiny": False}

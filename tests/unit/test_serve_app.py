@@ -289,3 +289,39 @@ def test_batch_transforms_payload_limit_is_honoured(monkeypatch):
     assert Settings.from_environment(env).max_payload_bytes == 20 * 2**20
     env["BYOC_MAX_PAYLOAD_MB"] = "2"  # the project's own setting wins
     assert Settings.from_environment(env).max_payload_bytes == 2 * 2**20
+
+
+def scraped(text: str) -> dict[tuple, float]:
+    """{(sample name, sorted labels): value} of a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_count_requests_decoding_inference_and_the_model(client, predictor, images):
+    def value(samples, name, **labels):
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    before = scraped(client.get("/metrics").get_data(as_text=True))
+    assert post(client, images["jpeg"]).status_code == 200
+    assert post(client, b"not an image").status_code == 400
+    body = {"images": [base64.b64encode(images["png"]).decode()] * 3}
+    assert client.post("/invocations", json=body).status_code == 200
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    after = scraped(response.get_data(as_text=True))
+
+    def grew(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    ok = {"route": "/invocations", "method": "POST", "status": "200"}
+    assert grew("byoc_requests_total", **ok) == 2
+    assert grew("byoc_requests_total", **{**ok, "status": "400"}) == 1
+    assert grew("byoc_request_seconds_count", route="/invocations") == 3
+    assert grew("byoc_decode_seconds_count") == 5  # 1 + 1 refused + 3
+    # The batch of three runs the network once.
+    assert grew("byoc_inference_seconds_count", precision=predictor.precision) == 2
+    assert grew("byoc_batch_images_sum") == 4
+    served = [labels for (name, labels), v in after.items() if name == "byoc_model_info" and v]
+    assert dict(served[-1])["model"] == "tiny-shapes"

@@ -152,7 +152,8 @@ def test_a_model_larger_than_the_budget_is_507(models):
 
 def test_a_broken_model_fails_alone(models, tmp_path, images_png):
     broken = shutil.copytree(models["shapes-b"], tmp_path / "broken" / "model")
-    (broken / "model.onnx").write_bytes(b"not a model")
+    for name in ("model.onnx", "model.int8.onnx"):  # whichever precision it would serve
+        (broken / name).write_bytes(b"not a model")
     client, store, _ = app_with(2.5, models)  # the broken load fits only with shapes-a loaded
     assert load(client, "shapes-a", models["shapes-a"]).status_code == 200
     response = load(client, "broken", broken)

@@ -65,7 +65,8 @@ def test_serves_then_stops_cleanly_on_sigterm(trained_model, small_data_master):
 
 def test_a_model_that_fails_to_load_stops_the_server_with_the_reason(trained_model, tmp_path):
     model = shutil.copytree(trained_model, tmp_path / "model")
-    (model / "model.onnx").write_bytes(b"truncated")
+    for name in ("model.onnx", "model.int8.onnx"):  # whichever precision it would serve
+        (model / name).write_bytes(b"truncated")
     process, url = start(model)
     try:
         code = process.wait(timeout=60)
@@ -84,3 +85,38 @@ def test_wrong_starts_exit_at_once_saying_why(trained_model, args, env, code, me
     process, _ = start(trained_model, *args, **env)
     assert process.wait(timeout=30) == code
     assert message in process.stdout.read()
+
+
+def test_metrics_add_up_across_worker_processes(trained_model, small_data_master, tmp_path):
+    """Two sync workers share the requests; every scrape, whichever worker answers it, counts
+    all of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    image = next(iter(sorted((small_data_master / "test").glob("*/*.png")))).read_bytes()
+    log_file = open(tmp_path / "server.log", "w+")
+    process, url = start(trained_model, output=log_file, BYOC_REQUEST_THREADS="1")
+
+    def send(i: int) -> int:
+        body = image if i % 4 else b"not an image"
+        return requests.post(f"{url}/invocations", data=body, timeout=30,
+                             headers={"Content-Type": "image/png"}).status_code
+
+    try:
+        wait_ready(process, url, log_file)
+        with ThreadPoolExecutor(2) as pool:
+            statuses = list(pool.map(send, range(40)))
+        scrapes = [requests.get(f"{url}/metrics", timeout=10).text for _ in range(6)]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert statuses.count(200) == 30 and statuses.count(400) == 10
+    log = (tmp_path / "server.log").read_text()
+    refusing = {line.split()[2] for line in log.splitlines() if "-> 400" in line}
+    assert len(refusing) == 2, refusing  # both workers answered some
+    for text in scrapes:
+        counts = {(s.labels.get("status"), s.labels.get("route")): s.value
+                  for family in text_string_to_metric_families(text)
+                  for s in family.samples if s.name == "byoc_requests_total"}
+        assert counts[("200", "/invocations")] == 30 and counts[("400", "/invocations")] == 10
