@@ -184,12 +184,18 @@ class Predictor:
     """Decodes images exactly as evaluation did, runs the backend, answers top-k labels."""
 
     def __init__(self, manifest: Manifest, backend, max_pixels: int | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", batch_images: int = 1, batch_wait_s: float = 0.0):
+        """batch_images > 1: concurrent calls share network runs (serve/batching.py)."""
         self.manifest = manifest
         self.backend = backend
         self.max_pixels = max_pixels
         self.precision = precision
         self.metrics = None  # serve/metrics.py once the app serves it (its decoded, inferred)
+        self._logits = self._run
+        if batch_images > 1:
+            from serve.batching import Batcher
+
+            self._logits = Batcher(self._run, batch_images, batch_wait_s)
 
     def model_info(self) -> dict:
         return {"name": self.manifest.name, "version": self.manifest.version,
@@ -222,11 +228,15 @@ class Predictor:
                            "complete, valid image file?") from None
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return softmax(self._logits(batch))
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """One network run (with batching, over several requests' images)."""
         started = time.perf_counter()
         logits = self.backend.logits(batch)
         if self.metrics:
             self.metrics.inferred(time.perf_counter() - started, len(batch), self.precision)
-        return softmax(logits)
+        return logits
 
     def top_k(self, probabilities: np.ndarray, k: int) -> list[dict]:
         k = min(k, len(probabilities))
@@ -254,7 +264,10 @@ def _probe_image(size: int) -> bytes:
 
 
 def load_predictor(model_dir: Path, backend: str = "auto", threads: int = 1,
-                   max_pixels: int | None = None, *, precision: str = "auto") -> Predictor:
+                   max_pixels: int | None = None, *, precision: str = "auto",
+                   batch_images: int | None = None, batch_wait_s: float = 0.005) -> Predictor:
+    """batch_images: the most images one network run may gather from concurrent requests
+    (None: 8 for PyTorch on a GPU, else 1, no batching)."""
     """Load the model folder and prove it works with a warm-up prediction; raise if it does not."""
     started, model_dir = time.perf_counter(), Path(model_dir)
     manifest = read_manifest(model_dir)
@@ -272,7 +285,9 @@ def load_predictor(model_dir: Path, backend: str = "auto", threads: int = 1,
     except Exception as e:  # a damaged file: say which backend and folder, and what to do
         raise ArtifactError(f"cannot load the {chosen} model in {model_dir} ({e}): is the "
                             "model.tar.gz complete? Re-upload it or retrain") from None
-    predictor = Predictor(manifest, engine, max_pixels, numbers)
+    if batch_images is None:
+        batch_images = 8 if str(engine.device) != "cpu" else 1
+    predictor = Predictor(manifest, engine, max_pixels, numbers, batch_images, batch_wait_s)
     probe = _probe_image(max(manifest.preprocessing.resize_size, 32))
     probabilities = predictor.probabilities(predictor.decode(probe)[None])
     if probabilities.shape != (1, manifest.num_classes) or not np.isfinite(probabilities).all():
@@ -280,7 +295,9 @@ def load_predictor(model_dir: Path, backend: str = "auto", threads: int = 1,
             f"warm-up prediction gave shape {probabilities.shape} (finite: "
             f"{bool(np.isfinite(probabilities).all())}); the manifest lists "
             f"{manifest.num_classes} classes: the model files do not match the manifest")
-    log.info("model %s %s (%s, %d classes) on %s/%s in %s (%s), %d thread(s): ready in %.2f s",
-             manifest.name, manifest.version, manifest.architecture, manifest.num_classes,
-             engine.name, engine.device, numbers, why, threads, time.perf_counter() - started)
+    log.info("model %s %s (%s, %d classes) on %s/%s in %s (%s), %d thread(s), %s: ready in "
+             "%.2f s", manifest.name, manifest.version, manifest.architecture,
+             manifest.num_classes, engine.name, engine.device, numbers, why, threads,
+             f"batches of up to {batch_images} images within {1000 * batch_wait_s:g} ms"
+             if batch_images > 1 else "no batching", time.perf_counter() - started)
     return predictor

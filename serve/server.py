@@ -48,16 +48,21 @@ class Server(BaseApplication):
 
             store = ModelStore(s.model_memory_bytes,
                                lambda path: load_predictor(path, s.backend, s.intra_op_threads,
-                                                          s.max_pixels, precision=s.precision),
+                                                          s.max_pixels, **predictor_options(s)),
                                s.models_root)
             return create_app(s, store=store)
         try:
             predictor = load_predictor(s.model_dir, s.backend, s.intra_op_threads, s.max_pixels,
-                                       precision=s.precision)
+                                       **predictor_options(s))
         except Exception:
             log.exception("the model in %s could not be loaded; the server stops", s.model_dir)
             raise
         return create_app(s, predictor=predictor)
+
+
+def predictor_options(settings: Settings) -> dict:
+    return {"precision": settings.precision, "batch_images": settings.dynamic_batch or None,
+            "batch_wait_s": settings.dynamic_batch_wait_s}
 
 
 def worker_user(name: str) -> dict:

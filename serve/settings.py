@@ -57,6 +57,11 @@ class Settings:
     max_payload_bytes: int = 6 * 1024 * 1024  # BYOC_MAX_PAYLOAD_MB; SageMaker real-time: 6 MB
     max_pixels: int = 50_000_000  # BYOC_MAX_PIXELS; decoded per image; see from_environment
     max_batch_images: int = 16  # BYOC_MAX_BATCH_IMAGES; per application/json request
+    # BYOC_DYNAMIC_BATCH: the most images one network run gathers from concurrent requests;
+    # 0: 8 for PyTorch on a GPU, else no batching. BYOC_DYNAMIC_BATCH_WAIT_MS: how long the
+    # first waits for others.
+    dynamic_batch: int = 0
+    dynamic_batch_wait_s: float = 0.005
     default_top_k: int = 3  # BYOC_DEFAULT_TOP_K; a request may ask for another with top_k=N
     user: str = "model-server"  # BYOC_SERVER_USER: workers drop root to it; "root" keeps root
     multi_model: bool = False  # SAGEMAKER_MULTI_MODEL: models loaded by name (serve/models.py)
@@ -126,6 +131,9 @@ class Settings:
             # a pixel, so every image the payload limit admits (asynchronous: 100 MB) fits.
             max_pixels=number("BYOC_MAX_PIXELS", max(cls.max_pixels, max_payload_bytes), 1),
             max_batch_images=number("BYOC_MAX_BATCH_IMAGES", cls.max_batch_images, 1),
+            dynamic_batch=number("BYOC_DYNAMIC_BATCH", cls.dynamic_batch, 0),
+            dynamic_batch_wait_s=number("BYOC_DYNAMIC_BATCH_WAIT_MS",
+                                        cls.dynamic_batch_wait_s * 1000, 0, float) / 1000,
             default_top_k=number("BYOC_DEFAULT_TOP_K", cls.default_top_k, 1),
             user=env.get("BYOC_SERVER_USER", cls.user).strip() or "root",
             multi_model=multi_model,
