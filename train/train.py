@@ -342,7 +342,9 @@ def resume(training: Training) -> None:
 def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
     require_channels(paths)
     splits = load_splits(paths.train, paths.valid, paths.test)
-    # Before the decoding pass, so that missing weights fail in seconds.
+    # Before the decoding pass, so that missing weights fail in seconds. Seeded: the new head's
+    # initial weights (all of them with weights=none) are the same on every run of a config.
+    torch.manual_seed(config.seed)
     model, head_name = create_model(config, len(splits["train"].classes))
     data = load_data(config, ctx, splits, paths.cache_dir)
     training = setup(config, paths, ctx, data, model, head_name)

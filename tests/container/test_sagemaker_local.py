@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -72,8 +73,10 @@ def test_train_on_two_instances_deploy_predict_and_delete(local_mode, demo_data,
         seed_sdk = predictor.predict(png.read_bytes(), initial_args={"ContentType": "image/png"})
     finally:
         deleted = sagemaker_cleanup.delete_endpoint(session, "byoc-test-local")
+    int8 = json.load(tarfile.open(model_data).extractfile("manifest.json"))["precisions"]["int8"]
     assert by_sdk["model"] == {"name": "demo-shapes", "version": job_name,
-                               "architecture": "resnet18", "backend": "onnx"}
+                               "architecture": "resnet18", "backend": "onnx",
+                               "precision": "int8" if int8["passed"] else "fp32"}
     assert len(by_sdk["predictions"]) == 4 and len(by_boto3["predictions"]) == 3
     assert seed_sdk["predictions"] == by_sdk["predictions"][:3]
     assert deleted[:2] == ["endpoint byoc-test-local", "endpoint config byoc-test-local"]

@@ -186,12 +186,17 @@ def test_a_missing_model_stops_the_container_saying_why(serve_image, tmp_path):
     assert "cannot serve: no manifest.json in /opt/ml/model" in result.stderr
 
 
-def test_the_gpu_image_serves_the_same_answers_with_pytorch(docker, demo_job, demo_data, endpoint):
-    """The PyTorch image (for GPU endpoints) on this CPU: same top-1, probabilities within 1e-4."""
+def test_the_gpu_image_serves_the_same_answers_with_pytorch(docker, demo_job, demo_data,
+                                                           serve_image):
+    """The PyTorch image (for GPU endpoints) on this CPU against the CPU image in fp32: same
+    top-1, probabilities within 1e-4."""
     from tests.container.conftest import build
 
-    with Endpoint(build("serve-gpu"), demo_job[0] / "model") as gpu:
+    with Endpoint(build("serve-gpu"), demo_job[0] / "model") as gpu, Endpoint(
+            serve_image, demo_job[0] / "model", {"BYOC_PRECISION": "fp32"}) as endpoint:
         assert requests.get(f"{gpu.url}/ping", timeout=2).json()["model"]["backend"] == "torch"
+        assert requests.get(f"{endpoint.url}/ping", timeout=2).json()["model"]["precision"] == (
+            "fp32")
         for path in sorted((demo_data / "test").glob("*/*"))[::5]:
             body = path.read_bytes()
             ours = gpu.post(body, content_type(path), **{CUSTOM: "top_k=6"}).json()["predictions"]

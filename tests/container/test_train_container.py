@@ -22,7 +22,8 @@ def test_trains_the_demo_data_to_95_percent(demo_job):
     assert metrics["test:top1"][0] >= 0.95, log[-3000:]
     manifest = read_manifest(job / "model")
     assert manifest.name == "demo-shapes" and manifest.onnx_max_abs_diff < 1e-3
-    assert {p.name for p in (job / "model").iterdir()} == {"manifest.json", "model.safetensors", "model.onnx"}
+    assert {p.name for p in (job / "model").iterdir()} == {
+        "manifest.json", "model.safetensors", "model.onnx", "model.int8.onnx"}
     for name in ("evaluation.json", "confusion_matrix.png", "misclassified.csv", "data_report.json"):
         assert (job / "output" / "data" / name).is_file()
 

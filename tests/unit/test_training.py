@@ -64,6 +64,24 @@ def test_training_writes_a_complete_artifact(small_data, tmp_path):
     assert not (out / "output" / "failure").exists()
 
 
+def test_the_same_config_trains_the_same_model_and_another_seed_another(small_data_master,
+                                                                       tmp_path):
+    """weights=none: every weight starts from the seed, and augmentations in DataLoader workers
+    follow it too, so a rerun (a CI run, a tuning trial repeated) gives the same bytes."""
+    from safetensors.torch import load_file
+
+    def weights(name, **overrides):
+        out = tmp_path / name
+        result = run_training(small_data_master, out, epochs=1, num_workers=2,
+                              export_onnx="false", **overrides)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return load_file(str(out / "model" / "model.safetensors"))
+
+    first, again, other = weights("first"), weights("again"), weights("other", seed=7)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
 def test_the_tuning_objective_is_the_best_epochs_when_the_last_is_worse(small_data_master,
                                                                         tmp_path, monkeypatch,
                                                                         caplog):
