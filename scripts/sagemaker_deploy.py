@@ -8,6 +8,10 @@
     python -m scripts.sagemaker_deploy --model-data s3://... --role ... --serverless --memory-mb 2048
     # asynchronous endpoint on AWS (large images, queued requests; results written to S3)
     python -m scripts.sagemaker_deploy --model-data s3://... --role ... --async-output s3://BUCKET/async
+    # an approved version from the model registry (scripts/sagemaker_registry.py), recording a
+    # fifth of the requests and answers to S3 for the drift monitor
+    python -m scripts.sagemaker_deploy --model-package arn:aws:sagemaker:...:model-package/dogs/3 \
+        --role ... --capture s3://BUCKET/capture --capture-percent 20
     # on this machine, in SageMaker local mode: serves until Ctrl-C, then deletes the endpoint
     python -m scripts.sagemaker_deploy --local --model-data local_run/sagemaker/model.tar.gz
 
@@ -23,13 +27,20 @@ import time
 from scripts import common
 from scripts.local_endpoint import wait_for_http
 from scripts.sagemaker_cleanup import backlog_alarm_name, delete_endpoint
+from scripts.sagemaker_registry import require_approved
 
 
 def make_model(args: argparse.Namespace, sagemaker_session, env: dict | None = None):
-    from sagemaker.model import Model
+    from sagemaker.model import Model, ModelPackage
 
     from scripts.sagemaker_invoke import ImagePredictor
 
+    if getattr(args, "model_package", None):
+        # Checked here: the SDK's ModelPackage approves an unapproved version when it deploys it.
+        require_approved(sagemaker_session, args.model_package)
+        return ModelPackage(role=common.role(args), model_package_arn=args.model_package,
+                            env=env or {}, predictor_cls=ImagePredictor,
+                            sagemaker_session=sagemaker_session)
     return Model(
         image_uri=common.image_uri("serve-gpu" if args.gpu else "serve", args, sagemaker_session),
         model_data=common.uri(args.model_data, args.local),
@@ -46,19 +57,37 @@ def async_env(max_payload_mb: int) -> dict:
     return {"BYOC_MAX_PAYLOAD_MB": str(max_payload_mb), "SAGEMAKER_MODEL_SERVER_TIMEOUT": "600"}
 
 
+def data_capture(args: argparse.Namespace, sagemaker_session):
+    """SageMaker's data capture: a share of the requests and of the answers, written to S3 as
+    JSON lines. Image bodies are stored base64 (SageMaker encodes every content type it is not
+    told is CSV or JSON); JSON batches and answers are stored as JSON text."""
+    if not getattr(args, "capture", None):
+        return None
+    from sagemaker.model_monitor import DataCaptureConfig
+
+    from artifact.content_types import JSON_TYPE
+
+    return DataCaptureConfig(
+        enable_capture=True, sampling_percentage=args.capture_percent,
+        destination_s3_uri=args.capture.rstrip("/"), capture_options=["REQUEST", "RESPONSE"],
+        json_content_types=[JSON_TYPE], sagemaker_session=sagemaker_session)
+
+
 def deploy(args: argparse.Namespace, sagemaker_session, env: dict | None = None):
     """Create the endpoint and return its Predictor, once /ping passes."""
     if getattr(args, "async_output", None):
         env = {**async_env(args.async_max_payload_mb), **(env or {})}
     model = make_model(args, sagemaker_session, env)
     name = args.endpoint_name or f"byoc-{time.strftime('%Y%m%d-%H%M%S')}"
+    capture = data_capture(args, sagemaker_session)
     if getattr(args, "async_output", None):
         from sagemaker.async_inference import AsyncInferenceConfig
 
         output = args.async_output.rstrip("/")
         predictor = model.deploy(
             initial_instance_count=args.instance_count, instance_type=args.instance_type,
-            endpoint_name=name, wait=False, async_inference_config=AsyncInferenceConfig(
+            endpoint_name=name, wait=False, data_capture_config=capture,
+            async_inference_config=AsyncInferenceConfig(
                 output_path=f"{output}/output", failure_path=f"{output}/failures",
                 max_concurrent_invocations_per_instance=args.max_concurrency))
     elif args.serverless:
@@ -70,7 +99,8 @@ def deploy(args: argparse.Namespace, sagemaker_session, env: dict | None = None)
     else:
         instance_type = ("local_gpu" if args.gpu else "local") if args.local else args.instance_type
         predictor = model.deploy(initial_instance_count=args.instance_count,
-                                 instance_type=instance_type, endpoint_name=name, wait=False)
+                                 instance_type=instance_type, endpoint_name=name, wait=False,
+                                 data_capture_config=capture)
     # The SDK's own wait sleeps before its first look; these look first.
     if args.local:
         wait_for_local_endpoint(sagemaker_session)
@@ -162,8 +192,11 @@ def autoscale_async(sagemaker_session, endpoint: str, maximum: int, backlog: int
 
 
 def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-data", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-data",
                         help="the training job's model.tar.gz (s3://, or a file with --local)")
+    source.add_argument("--model-package",
+                        help="an Approved version's ARN from the model registry (AWS only)")
     parser.add_argument("--endpoint-name", default=None)
     parser.add_argument("--instance-type", default="ml.c5.xlarge")
     parser.add_argument("--instance-count", type=int, default=1)
@@ -184,6 +217,10 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
                         help="autoscaling target, per instance per minute")
     parser.add_argument("--backlog-per-instance", type=int, default=5,
                         help="asynchronous autoscaling target: queued requests per instance")
+    parser.add_argument("--capture", default=None,
+                        help="s3:// prefix: record requests and answers there (data capture)")
+    parser.add_argument("--capture-percent", type=int, default=20,
+                        help="share of the requests that data capture records (1-100)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +234,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--async-output runs on AWS, on instances (not --local or --serverless)")
     if args.async_output and not args.async_output.startswith("s3://"):
         parser.error("--async-output must be an s3:// prefix")
+    if args.capture and (args.local or args.serverless):
+        parser.error("--capture runs on AWS, on instance endpoints (serverless endpoints and "
+                     "local mode have no data capture)")
+    if args.capture and not args.capture.startswith("s3://"):
+        parser.error("--capture must be an s3:// prefix")
+    if not 1 <= args.capture_percent <= 100:
+        parser.error(f"--capture-percent {args.capture_percent}: give 1 to 100")
+    if args.model_package and args.local:
+        parser.error("--model-package runs on AWS (local mode has no model registry): use "
+                     "--model-data with the version's model.tar.gz")
     sagemaker_session = common.session(args)
     predictor = deploy(args, sagemaker_session)
     print(f"endpoint: {predictor.endpoint_name}")

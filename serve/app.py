@@ -33,6 +33,7 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
+from artifact.content_types import JSON_TYPE, JSONLINES_TYPE, REQUEST_TYPES
 from serve import metrics
 from serve.models import ModelStore, StoreError
 from serve.predictor import BadImage, Predictor
@@ -40,11 +41,6 @@ from serve.settings import Settings
 
 log = logging.getLogger(__name__)
 
-IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff",
-               "application/x-image")
-JSON_TYPE = "application/json"
-JSONLINES_TYPE = "application/jsonlines"
-SUPPORTED_TYPES = IMAGE_TYPES + (JSON_TYPE, JSONLINES_TYPE)
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
 
@@ -185,10 +181,10 @@ def create_app(settings: Settings, predictor: Predictor | None = None,
                                 f"this model answers {JSON_TYPE} (or {JSONLINES_TYPE} for "
                                 f"{JSONLINES_TYPE} requests)")
         content_type = request.mimetype
-        if content_type not in SUPPORTED_TYPES:
+        if content_type not in REQUEST_TYPES:
             raise UnsupportedMediaType(
                 f"Content-Type {content_type or '(none)'!r} is not supported; send one of "
-                f"{', '.join(SUPPORTED_TYPES)}")
+                f"{', '.join(REQUEST_TYPES)}")
         k = requested_top_k(settings.default_top_k)
         body = read_body()
         if content_type == JSONLINES_TYPE:

@@ -83,9 +83,31 @@ def test_report(
         "images": len(labels),
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
+        # What SageMaker's model registry shows as the model's quality (its Model Quality schema).
+        "multiclass_classification_metrics": model_quality(confusion, classes),
     }
     (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def model_quality(confusion: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy and class-weighted F1 in SageMaker Model Quality's multiclass format
+    ({"value", "standard_deviation"} per metric; the confusion matrix by class name)."""
+    n = confusion.sum()
+    accuracy = float(np.trace(confusion) / n) if n else 0.0
+    support, predicted = confusion.sum(1), confusion.sum(0)
+    diagonal = np.diag(confusion).astype(float)
+    precision = np.divide(diagonal, predicted, out=np.zeros_like(diagonal), where=predicted > 0)
+    recall = np.divide(diagonal, support, out=np.zeros_like(diagonal), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(diagonal),
+                   where=precision + recall > 0)
+    return {
+        "accuracy": {"value": accuracy,
+                     "standard_deviation": float(np.sqrt(accuracy * (1 - accuracy) / max(n, 1)))},
+        "weighted_f1": {"value": float((f1 * support).sum() / max(n, 1))},
+        "confusion_matrix": {true: {pred: int(confusion[i, j]) for j, pred in enumerate(classes)}
+                             for i, true in enumerate(classes)},
+    }
 
 
 def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path) -> None:

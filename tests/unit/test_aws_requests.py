@@ -3,6 +3,7 @@ SageMaker, Application Auto Scaling): the requests' shapes, since only AWS can r
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
@@ -135,7 +136,8 @@ def deploy_args(**overrides) -> argparse.Namespace:
                   model_data="s3://data/runs/job/output/model.tar.gz", endpoint_name="dogs",
                   instance_type="ml.c5.xlarge", instance_count=1, gpu=False, serverless=False,
                   memory_mb=3072, max_concurrency=5, autoscale_max=4, invocations_per_instance=100,
-                  async_output=None, async_max_payload_mb=100, backlog_per_instance=5)
+                  async_output=None, async_max_payload_mb=100, backlog_per_instance=5,
+                  model_package=None, capture=None, capture_percent=20)
     return argparse.Namespace(**{**values, **overrides})
 
 
@@ -318,3 +320,76 @@ def test_the_tuning_report_reads_the_job_back(aws, sent, capsys):
     objective = best["FinalHyperParameterTuningJobObjectiveMetric"]
     assert f"{objective['MetricName']}: {objective['Value']}" in printed
     assert "model: unknown (" in printed
+
+
+def test_data_capture_records_requests_and_answers(aws, sent):
+    """The endpoint config SageMaker receives: both directions, the share, the prefix, and JSON
+    declared as JSON (images are then stored base64, the format the drift monitor reads)."""
+    args = deploy_args(endpoint_name="dogs-captured", autoscale_max=0,
+                       capture="s3://data/capture/", capture_percent=35)
+    session = common.session(args)
+    sagemaker_deploy.deploy(args, session)
+    [config] = sent["CreateEndpointConfig"]
+    capture = config["DataCaptureConfig"]
+    assert capture["EnableCapture"] is True and capture["InitialSamplingPercentage"] == 35
+    assert capture["DestinationS3Uri"] == "s3://data/capture"
+    assert capture["CaptureOptions"] == [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]
+    assert capture["CaptureContentTypeHeader"]["JsonContentTypes"] == ["application/json"]
+    assert not {"image/jpeg", "image/png"} & set(
+        capture["CaptureContentTypeHeader"]["JsonContentTypes"] +
+        capture["CaptureContentTypeHeader"]["CsvContentTypes"])
+    sagemaker_cleanup.delete_endpoint(session, "dogs-captured")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--capture", "s3://data/c", "--serverless"], "serverless endpoints and local mode"),
+    (["--capture", "data/c"], "must be an s3:// prefix"),
+    (["--capture", "s3://data/c", "--capture-percent", "0"], "give 1 to 100"),
+])
+def test_data_capture_arguments_are_checked(aws, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        sagemaker_deploy.main(["--model-data", "s3://data/m.tar.gz", "--role", ROLE, *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_register_list_approve_and_deploy_a_version(aws, sent, capsys):
+    from scripts import sagemaker_registry
+
+    s3 = aws.client("s3")
+    s3.put_object(Bucket="data", Key="eval/evaluation.json", Body=json.dumps(
+        {"multiclass_classification_metrics": {"accuracy": {"value": 0.875}}}).encode())
+    assert sagemaker_registry.main([
+        "--role", ROLE, "register", "--group", "dogs", "--metrics", "s3://data/eval/evaluation.json",
+        "--model-data", "s3://data/runs/job/output/model.tar.gz"]) == 0
+    arn = capsys.readouterr().out.split("registered: ")[1].split()[0]
+    [package] = sent["CreateModelPackage"]
+    assert package["ModelPackageGroupName"] == "dogs"
+    assert package["ModelApprovalStatus"] == "PendingManualApproval"
+    spec = package["InferenceSpecification"]
+    assert spec["Containers"][0]["Image"] == f"{REGISTRY}/byoc-serve:latest"
+    assert spec["Containers"][0]["ModelDataUrl"] == "s3://data/runs/job/output/model.tar.gz"
+    assert "image/jpeg" in spec["SupportedContentTypes"]
+    assert spec["SupportedResponseMIMETypes"] == ["application/json", "application/jsonlines"]
+    assert package["ModelMetrics"]["ModelQuality"]["Statistics"] == {
+        "ContentType": "application/json", "S3Uri": "s3://data/eval/evaluation.json"}
+    assert sent["CreateModelPackageGroup"] == [{"ModelPackageGroupName": "dogs"}]
+
+    sagemaker_registry.main(["--role", ROLE, "list", "--group", "dogs"])
+    listed = capsys.readouterr().out
+    assert "PendingManualApproval" in listed and "test top-1 0.8750" in listed and arn in listed
+
+    # Unapproved: refused before the SDK's ModelPackage, which would approve it itself.
+    with pytest.raises(SystemExit, match="is PendingManualApproval, not Approved"):
+        sagemaker_deploy.main(["--model-package", arn, "--role", ROLE, "--endpoint-name", "pkg"])
+    assert "UpdateModelPackage" not in sent and "CreateModel" not in sent
+
+    sagemaker_registry.main(["--role", ROLE, "approve", arn, "--note", "checked"])
+    assert sent["UpdateModelPackage"] == [{"ModelPackageArn": arn, "ModelApprovalStatus": "Approved",
+                                           "ApprovalDescription": "checked"}]
+    assert sagemaker_deploy.main(["--model-package", arn, "--role", ROLE,
+                                  "--endpoint-name", "pkg"]) == 0
+    [model] = sent["CreateModel"]
+    assert model["Containers"] == [{"ModelPackageName": arn}]
+    assert len(sent["UpdateModelPackage"]) == 1  # nothing approved behind the user's back
+    sagemaker_registry.main(["--role", ROLE, "reject", arn, "--note", "worse on new breeds"])
+    assert sent["UpdateModelPackage"][-1]["ModelApprovalStatus"] == "Rejected"

@@ -61,7 +61,21 @@ def test_training_writes_a_complete_artifact(small_data, tmp_path):
         assert (data_dir / name).is_file(), name
     evaluation = json.loads((data_dir / "evaluation.json").read_text())
     assert evaluation["images"] == 18 and len(evaluation["per_class"]) == 6
+    quality = evaluation["multiclass_classification_metrics"]  # what the model registry shows
+    assert quality["accuracy"]["value"] == pytest.approx(evaluation["test_top1"])
+    assert sum(map(sum, (row.values() for row in quality["confusion_matrix"].values()))) == 18
     assert not (out / "output" / "failure").exists()
+
+
+def test_model_quality_in_sagemakers_multiclass_format():
+    from train.evaluate import model_quality
+
+    quality = model_quality(np.array([[3, 1], [0, 4]]), ["cat", "dog"])
+    assert quality["accuracy"]["value"] == 0.875
+    assert quality["accuracy"]["standard_deviation"] == pytest.approx(0.1169, abs=1e-4)
+    # F1: cat 6/7 (precision 1, recall 3/4), dog 8/9 (precision 4/5, recall 1), 4 images each.
+    assert quality["weighted_f1"]["value"] == pytest.approx((6 / 7 + 8 / 9) / 2)
+    assert quality["confusion_matrix"] == {"cat": {"cat": 3, "dog": 1}, "dog": {"cat": 0, "dog": 4}}
 
 
 def test_the_same_config_trains_the_same_model_and_another_seed_another(small_data_master,

@@ -1,0 +1,152 @@
+"""The model registry: register a trained model as a version of a model package group, list the
+versions with their test figures, approve or reject one. Deploy an approved version with
+`scripts.sagemaker_deploy --model-package ARN`.
+
+    python -m scripts.sagemaker_registry register --group dogs \
+        --model-data s3://BUCKET/runs/JOB/output/model.tar.gz [--metrics s3://.../evaluation.json]
+    python -m scripts.sagemaker_registry list --group dogs
+    python -m scripts.sagemaker_registry approve ARN [--note "checked by Ana"]
+    python -m scripts.sagemaker_registry reject ARN --note "worse on the new breeds"
+
+A version starts as PendingManualApproval (the pipeline registers only models that passed its
+accuracy condition); an endpoint is made only from an Approved one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from artifact.content_types import REQUEST_TYPES, RESPONSE_TYPES
+from scripts import common
+
+PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
+CPU_INSTANCES = ["ml.c6i.xlarge", "ml.c6i.2xlarge", "ml.c7i.xlarge", "ml.m6i.xlarge",
+                 "ml.c5.xlarge"]
+GPU_INSTANCES = ["ml.g5.xlarge", "ml.g6.xlarge", "ml.g4dn.xlarge"]
+
+
+def model_metrics(evaluation_uri):
+    """The registry's record of the model's quality: the evaluation.json on S3 (its
+    multiclass_classification_metrics block is SageMaker's Model Quality format)."""
+    from sagemaker.model_metrics import MetricsSource, ModelMetrics
+
+    return ModelMetrics(model_statistics=MetricsSource(content_type="application/json",
+                                                       s3_uri=evaluation_uri))
+
+
+def register_arguments(group, gpu: bool = False, evaluation_uri=None,
+                       description: str | None = None) -> dict:
+    """Model.register()'s arguments, shared by the register command and the pipeline's step."""
+    instances = GPU_INSTANCES if gpu else CPU_INSTANCES
+    return dict(
+        content_types=list(REQUEST_TYPES), response_types=list(RESPONSE_TYPES),
+        inference_instances=instances, transform_instances=instances,
+        model_package_group_name=group, approval_status=PENDING, description=description,
+        model_metrics=model_metrics(evaluation_uri) if evaluation_uri is not None else None,
+        domain="COMPUTER_VISION", task="IMAGE_CLASSIFICATION")
+
+
+def register(args: argparse.Namespace, sagemaker_session) -> str:
+    from scripts.sagemaker_deploy import make_model
+
+    model = make_model(args, sagemaker_session)
+    package = model.register(**register_arguments(
+        args.group, args.gpu, args.metrics, f"model.tar.gz {args.model_data}"))
+    return package.model_package_arn
+
+
+def versions(sagemaker_session, group: str) -> list[dict]:
+    """Every version of the group, newest first, with its test accuracy when it has metrics."""
+    client = sagemaker_session.sagemaker_client
+    rows, token = [], None
+    while True:
+        page = client.list_model_packages(ModelPackageGroupName=group, SortBy="CreationTime",
+                                          SortOrder="Descending", **({"NextToken": token} if token else {}))
+        for summary in page["ModelPackageSummaryList"]:
+            described = client.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+            rows.append({"version": summary.get("ModelPackageVersion"),
+                         "arn": summary["ModelPackageArn"],
+                         "status": summary.get("ModelApprovalStatus"),
+                         "created": str(summary.get("CreationTime", "")),
+                         "accuracy": test_accuracy(sagemaker_session, described)})
+        token = page.get("NextToken")
+        if not token:
+            return rows
+
+
+def test_accuracy(sagemaker_session, described: dict) -> float | None:
+    uri = described.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
+    if not uri:
+        return None
+    bucket, key = common.split_s3_uri(uri)
+    s3 = sagemaker_session.boto_session.client("s3")
+    try:
+        report = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return report["multiclass_classification_metrics"]["accuracy"]["value"]
+    except Exception:  # a missing or foreign metrics file: the listing goes on without it
+        return None
+
+
+def set_status(sagemaker_session, arn: str, status: str, note: str | None) -> None:
+    request = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
+    if note:
+        request["ApprovalDescription"] = note
+    sagemaker_session.sagemaker_client.update_model_package(**request)
+
+
+def require_approved(sagemaker_session, arn: str) -> dict:
+    """The version's description; SystemExit saying what to do when it is not approved."""
+    client = sagemaker_session.sagemaker_client
+    try:
+        described = client.describe_model_package(ModelPackageName=arn)
+    except client.exceptions.ClientError as e:
+        raise SystemExit(f"model package {arn}: {e.response['Error']['Message']}") from None
+    status = described.get("ModelApprovalStatus")
+    if status != APPROVED:
+        raise SystemExit(
+            f"model package {arn} is {status}, not Approved: only an approved version is "
+            f"deployed (python -m scripts.sagemaker_registry approve {arn})")
+    return described
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common.add_common_arguments(parser)
+    commands = parser.add_subparsers(dest="command", required=True)
+    add = commands.add_parser("register", help="a model.tar.gz as a new PendingManualApproval version")
+    add.add_argument("--group", required=True, help="model package group (made when missing)")
+    add.add_argument("--model-data", required=True, help="the training job's s3:// model.tar.gz")
+    add.add_argument("--metrics", help="s3:// evaluation.json to record as the model's quality")
+    add.add_argument("--gpu", action="store_true", help="the PyTorch serving image, GPU instances")
+    listing = commands.add_parser("list", help="the group's versions, newest first")
+    listing.add_argument("--group", required=True)
+    for name in ("approve", "reject"):
+        command = commands.add_parser(name, help=f"{name} a version")
+        command.add_argument("arn", help="the version's model package ARN")
+        command.add_argument("--note", required=name == "reject",
+                             help="why (recorded as the approval description)")
+    args = parser.parse_args(argv)
+    if args.local:
+        parser.error("the model registry runs on AWS only (SageMaker local mode has none)")
+    sagemaker_session = common.session(args)
+    if args.command == "register":
+        args.model_package = None
+        print(f"registered: {register(args, sagemaker_session)} ({PENDING})")
+    elif args.command == "list":
+        rows = versions(sagemaker_session, args.group)
+        if not rows:
+            print(f"model package group {args.group} has no versions")
+        for row in rows:
+            accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+            print(f"{row['version']:>4}  {row['status']:<22} test top-1 {accuracy:<7} "
+                  f"{row['created'][:19]}  {row['arn']}")
+    else:
+        status = APPROVED if args.command == "approve" else REJECTED
+        set_status(sagemaker_session, args.arn, status, args.note)
+        print(f"{args.arn}: {status}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
