@@ -7,6 +7,10 @@ into /opt/ml/model for serving):
                         metrics, library versions          (artifact.manifest)
     model.safetensors   the network's state_dict, no pickle (artifact.network rebuilds it)
     model.onnx          the same network for ONNX Runtime, input "images" NCHW float32
+    model.int8.onnx     its int8 copy for CPU endpoints, with its gate's figures in the
+                        manifest (train/quantize.py)
+    baseline.json       what the validation images look like to the model, for the drift
+                        monitor (monitor/profile.py)
 
 Preprocessing (decode, resize, crop, normalise) lives in artifact.preprocess so that training's
 evaluation and serving's inference compute exactly the same input tensor.

@@ -27,7 +27,7 @@ def make_head(in_features: int, hidden_units: list[int], dropout: float, num_cla
     return nn.Sequential(*layers)
 
 
-def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError(f"{type(model).__name__} has no Linear classifier layer to replace")
@@ -47,7 +47,7 @@ def build_network(
     model = torchvision.models.get_model(architecture, weights=weights)
     if backbone_state_dict is not None:
         model.load_state_dict(backbone_state_dict)
-    head_name, last = _last_linear(model)
+    head_name, last = last_linear(model)
     head = make_head(last.in_features, hidden_units, dropout, num_classes)
     parent_name, _, child = head_name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, head)

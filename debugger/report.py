@@ -11,7 +11,7 @@ from pathlib import Path
 from debugger.rules import ISSUES, Verdict
 
 
-def _figure():
+def figure():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +21,7 @@ def _figure():
     return plt, fig, ax
 
 
-def _png(plt, fig) -> str:
+def png_base64(plt, fig) -> str:
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=90)
@@ -32,7 +32,7 @@ def _png(plt, fig) -> str:
 def plot_loss(steps: list[dict], history: list[dict]) -> str | None:
     if not steps and not history:
         return None
-    plt, fig, ax = _figure()
+    plt, fig, ax = figure()
     if steps:
         ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], lw=0.8, alpha=0.7,
                 label="train (per step)")
@@ -51,25 +51,25 @@ def plot_loss(steps: list[dict], history: list[dict]) -> str | None:
                 label="validation (epoch)")
     ax.set(title="Loss", xlabel=x_label, ylabel="cross-entropy")
     ax.legend()
-    return _png(plt, fig)
+    return png_base64(plt, fig)
 
 
 def plot_accuracy(history: list[dict]) -> str | None:
     if not history:
         return None
-    plt, fig, ax = _figure()
+    plt, fig, ax = figure()
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_acc"] for h in history], "o-", label="train")
     ax.plot(epochs, [h["valid_acc"] for h in history], "s-", label="validation")
     ax.set(title="Accuracy per epoch", xlabel="epoch", ylim=(0, 1.02))
     ax.legend()
-    return _png(plt, fig)
+    return png_base64(plt, fig)
 
 
 def plot_system(system: list[dict]) -> str | None:
     if not system:
         return None
-    plt, fig, ax = _figure()
+    plt, fig, ax = figure()
     t = [s["t"] for s in system]
     for key in system[0]:
         if key.endswith("_percent"):
@@ -82,13 +82,13 @@ def plot_system(system: list[dict]) -> str | None:
     lines = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
-    return _png(plt, fig)
+    return png_base64(plt, fig)
 
 
 def plot_step_times(steps: list[dict]) -> str | None:
     if not steps:
         return None
-    plt, fig, ax = _figure()
+    plt, fig, ax = figure()
     x = [s["step"] for s in steps]
     wait = [s["wait_s"] * 1000 for s in steps]
     compute = [s["compute_s"] * 1000 for s in steps]
@@ -96,7 +96,7 @@ def plot_step_times(steps: list[dict]) -> str | None:
     ax.bar(x, compute, width=1.0, bottom=wait, label="compute (forward, backward, step)")
     ax.set(title="Step time breakdown", xlabel="step", ylabel="ms")
     ax.legend()
-    return _png(plt, fig)
+    return png_base64(plt, fig)
 
 
 def _verdict_rows(verdicts: list[Verdict]) -> str:

@@ -40,6 +40,8 @@ RUN python3 -m venv /opt/venv \
 COPY artifact /opt/program/artifact
 COPY train /opt/program/train
 COPY debugger /opt/program/debugger
+COPY monitor /opt/program/monitor
+COPY scripts/__init__.py scripts/common.py /opt/program/scripts/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/program \
     PYTHONUNBUFFERED=1 \

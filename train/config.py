@@ -56,6 +56,7 @@ class TrainConfig:
     model_name: str = "image-classifier"  # recorded in the manifest, answered by the server
     export_onnx: bool = True
     export_int8: bool = True  # an int8 copy of model.onnx for CPU endpoints, gated on agreement
+    drift_baseline: bool = True  # baseline.json for the drift monitor, from the validation images
     log_every_steps: int = 20
     # Debugger and profiler (debugger/)
     debugger: str = "auto"  # auto (hook when SageMaker configures one), on, strict, off
@@ -108,7 +109,7 @@ class TrainConfig:
 # Hyperparameters that change how a run is watched or written, not what it trains: a run may
 # resume another run's checkpoint of the same job with other values for these.
 NOT_TRAINING = ("num_workers", "log_every_steps", "model_name", "export_onnx", "export_int8",
-                "debugger",
+                "drift_baseline", "debugger",
                 "debugger_save_interval", "rule_parameters", "profiler", "profiler_interval",
                 "profiler_trace_steps")
 

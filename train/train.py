@@ -430,6 +430,8 @@ def write_outputs(training: Training) -> dict:
     write_artifact(t.model, manifest, t.paths.model_dir, sample)
     if config.export_onnx and config.export_int8:
         add_int8(training, manifest)
+    if config.drift_baseline:
+        add_baseline(training, manifest)
     log.info("model artifact written to %s", t.paths.model_dir)
     return metrics
 
@@ -458,6 +460,21 @@ def add_int8(training: Training, manifest: Manifest) -> None:
              "served by default" if result["passed"] else "not served by default (the gate "
              f"needs {100 * quantize.MIN_AGREEMENT:.1f}% and at most "
              f"{100 * quantize.MAX_ACCURACY_DROP:.1f} points lost)", time.perf_counter() - started)
+
+
+def add_baseline(training: Training, manifest: Manifest) -> None:
+    """baseline.json: what the validation images look like to the model, for the drift monitor
+    (monitor/) to compare captured traffic with."""
+    from monitor.profile import BASELINE_FILE, Network, describe, make_baseline
+
+    t, started = training, time.perf_counter()
+    files = [str(path) for path, _ in t.data.splits["valid"].samples]
+    described = describe(((f, None) for f in files), manifest, Network(t.model, t.ctx.device))
+    baseline = make_baseline(described, manifest)
+    (t.paths.model_dir / BASELINE_FILE).write_text(json.dumps(baseline) + "\n")
+    (t.paths.model_dir / BASELINE_FILE).chmod(0o644)
+    log.info("drift baseline of %d validation images written (%.1f s)", described.images,
+             time.perf_counter() - started)
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict]:

@@ -23,7 +23,7 @@ def test_trains_the_demo_data_to_95_percent(demo_job):
     manifest = read_manifest(job / "model")
     assert manifest.name == "demo-shapes" and manifest.onnx_max_abs_diff < 1e-3
     assert {p.name for p in (job / "model").iterdir()} == {
-        "manifest.json", "model.safetensors", "model.onnx", "model.int8.onnx"}
+        "manifest.json", "model.safetensors", "model.onnx", "model.int8.onnx", "baseline.json"}
     for name in ("evaluation.json", "confusion_matrix.png", "misclassified.csv", "data_report.json"):
         assert (job / "output" / "data" / name).is_file()
 

@@ -1,0 +1,188 @@
+"""The drift monitor on traffic captured from the real server (serve.app in-process, on a model a
+real training run wrote with its baseline): unchanged traffic raises nothing, shifted traffic
+(other classes, darker, rotated) is named; bad captures are counted and skipped."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+from monitor import capture, profile
+from monitor.run import MonitorError, monitor
+from scripts.make_demo_data import generate
+from tests.conftest import ROOT, tiny_args
+from tests.unit.test_debugger import chromium
+
+
+@pytest.fixture(scope="module")
+def drift_data(tmp_path_factory) -> Path:
+    return generate(tmp_path_factory.mktemp("drift") / "data", {"train": 8, "valid": 25, "test": 25})
+
+
+@pytest.fixture(scope="module")
+def model(drift_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("drift-model")
+    cmd = [sys.executable, "-m", "train.train", "--data-dir", str(drift_data), "--output-root",
+           str(out), "--cache-dir", str(out / "cache"),
+           *tiny_args(epochs=4, model_name="drift-shapes", export_int8="false")]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "drift baseline of 150 validation images written" in result.stdout + result.stderr
+    return out / "model"
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    from serve.app import create_app
+    from serve.predictor import load_predictor
+    from serve.settings import Settings
+
+    return create_app(Settings(model_dir=model), predictor=load_predictor(model, "onnx")).test_client()
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def capture_traffic(client, bodies: list[tuple[bytes, str]], folder: Path, hour="10") -> Path:
+    """Each body through the server, written as SageMaker's data capture writes it."""
+    lines = []
+    for i, (body, kind) in enumerate(bodies):
+        answer = client.post("/invocations", data=body, content_type=kind)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        lines.append(json.dumps(capture.record(body, kind, answer.get_data(), "application/json",
+                                               f"2026-12-01T{hour}:{i % 60:02d}:00Z", f"e{i}")))
+    path = folder / "dogs" / "AllTraffic" / "2026" / "12" / "01" / hour / "part-0.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def split_images(drift_data, classes=None):
+    paths = sorted((drift_data / "test").glob("*/*"))
+    return [p for p in paths if classes is None or p.parent.name in classes]
+
+
+@pytest.fixture(scope="module")
+def unchanged(client, drift_data, tmp_path_factory):
+    """The test split as it is: the same distribution the validation images come from."""
+    bodies = [(p.read_bytes(), "image/png" if p.suffix == ".png" else "image/jpeg")
+              for p in split_images(drift_data)]
+    return capture_traffic(client, bodies, tmp_path_factory.mktemp("unchanged"))
+
+
+def shifted_bodies(drift_data) -> list[tuple[bytes, str]]:
+    """Two of the six classes only, half as bright, turned a quarter."""
+    bodies = []
+    for path in split_images(drift_data, {"001.Red_disc", "002.Green_square"}):
+        with Image.open(path) as image:
+            darker = ImageEnhance.Brightness(image.convert("RGB")).enhance(0.5)
+            bodies.append((jpeg(darker.transpose(Image.Transpose.ROTATE_90)), "image/jpeg"))
+    return bodies
+
+
+def test_unchanged_traffic_raises_no_violation(unchanged, model, tmp_path):
+    summary = monitor(str(unchanged), str(model), tmp_path)
+    assert summary["images"] == 150 and summary["skipped"]["total"] == 0
+    assert summary["violations"] == [], summary["checks"]
+    assert {c["feature_name"] for c in summary["checks"]} == {*profile.STATISTICS, "predicted_class"}
+    assert json.loads((tmp_path / "constraint_violations.json").read_text()) == {"violations": []}
+    statistics = json.loads((tmp_path / "statistics.json").read_text())
+    assert statistics["dataset"]["item_count"] == 150
+    assert {f["name"] for f in statistics["features"]} == set(profile.STATISTICS)
+
+
+def test_shifted_traffic_names_what_moved(client, drift_data, model, tmp_path):
+    folder = capture_traffic(client, shifted_bodies(drift_data), tmp_path / "capture")
+    summary = monitor(str(folder), str(model), tmp_path / "out")
+    named = {v["feature_name"] for v in summary["violations"]}
+    # (The demo's sizes are as often portrait as landscape: a quarter turn leaves them alike.)
+    assert {"predicted_class", "brightness", "red", "green", "blue", "feature_distance"} <= named, (
+        summary["checks"])
+    brightness = next(v for v in summary["violations"] if v["feature_name"] == "brightness")
+    assert "mean luma" in brightness["description"] and "KS distance" in brightness["description"]
+    on_file = json.loads((tmp_path / "out" / "constraint_violations.json").read_text())
+    assert {v["feature_name"] for v in on_file["violations"]} == named
+    assert all(v["constraint_check_type"] == "baseline_drift_check" for v in on_file["violations"])
+
+
+def test_the_report_renders_its_plots_in_a_browser(client, drift_data, model, tmp_path):
+    folder = capture_traffic(client, shifted_bodies(drift_data), tmp_path / "capture")
+    monitor(str(folder), str(model), tmp_path / "out")
+    browser = chromium()
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         (tmp_path / "out" / "drift_report.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    checks = len(profile.STATISTICS) + 1
+    assert f'data-plots-loaded="{checks}"' in result.stdout, result.stderr[-2000:]
+    assert 'id="plot-predicted_class"' in result.stdout and "VIOLATION" in result.stdout
+
+
+def test_bad_records_are_counted_and_skipped(unchanged, model, tmp_path):
+    folder = Path(shutil.copytree(unchanged, tmp_path / "capture"))
+    [part] = folder.rglob("*.jsonl")
+    good = part.read_text().splitlines()
+    not_an_image = capture.record(b"not an image", "image/jpeg", b'{"predictions": []}',
+                                  "application/json", "2026-12-01T10:59:00Z", "bad-image")
+    csv = capture.record(b"1,2,3", "text/csv", b"{}", "application/json", "2026-12-01T10:59:00Z",
+                         "csv")
+    part.write_text("\n".join(good + ["{not json", json.dumps({"hello": 1}), json.dumps(csv),
+                                      json.dumps(not_an_image)]) + "\n")
+    summary = monitor(str(folder), str(model), tmp_path / "out")
+    assert summary["images"] == 150 and summary["skipped"]["total"] == 4
+    reasons = " | ".join(summary["skipped"]["reasons"])
+    assert "unreadable record (not JSON)" in reasons and "no captureData" in reasons
+    assert "text/csv is not one the server takes" in reasons and "not a readable image" in reasons
+
+
+def test_another_models_capture_is_refused_naming_both(unchanged, model, tmp_path):
+    folder = Path(shutil.copytree(unchanged, tmp_path / "capture"))
+    [part] = folder.rglob("*.jsonl")
+    part.write_text(part.read_text().replace('\\"name\\": \\"drift-shapes\\"',
+                                             '\\"name\\": \\"cats\\"'))
+    with pytest.raises(MonitorError, match="holds no image.*150 answered by model cats"):
+        monitor(str(folder), str(model), tmp_path / "out")
+
+
+def test_an_empty_window_and_a_missing_capture_say_so(unchanged, model, tmp_path):
+    with pytest.raises(MonitorError, match="holds no image to compare.*from 2026-12-02"):
+        monitor(str(unchanged), str(model), tmp_path / "a", since="2026-12-02T00:00:00Z")
+    with pytest.raises(MonitorError, match="does not exist"):
+        monitor(str(tmp_path / "nowhere"), str(model), tmp_path / "b")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MonitorError, match="no .jsonl capture file"):
+        monitor(str(tmp_path / "empty"), str(model), tmp_path / "c")
+
+
+def test_a_baseline_of_another_model_version_is_refused(unchanged, model, tmp_path):
+    other = Path(shutil.copytree(model, tmp_path / "model"))
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["version"] = "retrained"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MonitorError, match="baseline was made by model drift-shapes version .* "
+                                           "but the model is drift-shapes version retrained"):
+        monitor(str(unchanged), str(other), tmp_path / "out")
+
+
+def test_ks_distance_against_quantiles():
+    """Against scipy-free known values: a sample of the baseline itself is close, a shifted one
+    is as far as the shift makes it."""
+    rng = np.random.default_rng(0)
+    quantiles = np.quantile(rng.normal(size=20000), profile.QUANTILES)
+    assert profile.ks_distance(quantiles, rng.normal(size=2000)) < 0.05
+    # N(0.5, 1) against N(0, 1): the CDFs differ most at 0.25, by 2 * Phi(0.25) - 1 = 0.197.
+    assert profile.ks_distance(quantiles, rng.normal(0.5, size=20000)) == pytest.approx(0.197, abs=0.02)
+    constant = np.full(101, 500.0)  # every validation image 500 pixels wide
+    assert profile.ks_distance(constant, np.full(50, 500.0)) == 0.0
+    assert profile.ks_distance(constant, np.full(50, 700.0)) == 1.0
