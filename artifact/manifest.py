@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,3 +95,22 @@ def read_manifest(model_dir: str | os.PathLike) -> Manifest:
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path} is not valid JSON: {e}") from None
     return Manifest.from_dict(data)
+
+
+def unpacked(source: str | os.PathLike, work: str | os.PathLike) -> Path:
+    """A model folder from a folder, a model.tar.gz, or a folder holding only a model.tar.gz (as
+    a processing job receives a training job's artifact); tarballs are unpacked under work."""
+    path = Path(source)
+    if path.is_dir() and not (path / MANIFEST_FILE).is_file() and (path / "model.tar.gz").is_file():
+        path = path / "model.tar.gz"
+    if path.is_dir():
+        return path
+    if not path.is_file():
+        raise ArtifactError(f"{source} does not exist: give a model folder or its model.tar.gz")
+    folder = Path(work) / "model"
+    try:
+        with tarfile.open(path) as archive:
+            archive.extractall(folder, filter="data")
+    except tarfile.TarError as e:
+        raise ArtifactError(f"{source} is not a model.tar.gz: {e}") from None
+    return folder

@@ -20,13 +20,12 @@ import json
 import logging
 import os
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from artifact.manifest import ArtifactError, read_manifest
+from artifact.manifest import ArtifactError, read_manifest, unpacked
 from monitor import report
 from monitor.capture import CaptureError, Skipped, read
 from monitor.profile import (ALPHA, BASELINE_FILE, BaselineError, Network,
@@ -52,16 +51,10 @@ def model_folder(source: str, work: Path) -> Path:
         local = work / "model.tar.gz"
         boto3.client("s3").download_file(bucket, key, str(local))
         source = str(local)
-    path = Path(source)
-    if path.is_dir():
-        return path
-    if not path.is_file():
-        raise MonitorError(f"--model {source} does not exist: give the model folder or its "
-                           "model.tar.gz")
-    folder = work / "model"
-    with tarfile.open(path) as archive:
-        archive.extractall(folder, filter="data")
-    return folder
+    try:
+        return unpacked(source, work)
+    except ArtifactError as e:
+        raise MonitorError(f"--model: {e}") from None
 
 
 def load(folder: Path):

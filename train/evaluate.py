@@ -1,8 +1,21 @@
-"""Evaluation: loss/accuracy for validation, and the full test report with its plots."""
+"""Evaluation: loss/accuracy for validation, and the full test report with its plots.
+
+Also a model's evaluation on its own, as the pipeline's evaluation step runs it (a processing
+job on the training image; scripts/sagemaker_pipeline.py):
+
+    python -m train.evaluate --model MODEL_DIR_OR_TAR --test TEST_DIR --out OUT_DIR
+
+The same preprocessing as training's evaluation (artifact.preprocess) and the same report
+(test_report): evaluation.json, confusion_matrix.png, misclassified.csv.
+"""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+import logging
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +169,94 @@ def plot_history(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+PROCESSING_FAILURE = Path("/opt/ml/output/message")  # a processing job's failure reason
+log = logging.getLogger("train.evaluate")
+
+
+class EvaluationError(ValueError):
+    """What the user must fix, in one message."""
+
+
+def evaluate_model(model: str | Path, test_dir: str | Path, out_dir: str | Path,
+                   batch_size: int = 32) -> dict:
+    """Score a trained model on a test folder (one sub-folder per class): test_report's figures."""
+    from artifact.manifest import ArtifactError, read_manifest, unpacked
+    from artifact.network import load_trained
+    from artifact.preprocess import eval_input
+    from train.data import scan_split
+
+    with tempfile.TemporaryDirectory() as work:
+        try:
+            folder = unpacked(model, work)
+            manifest = read_manifest(folder)
+        except ArtifactError as e:
+            raise EvaluationError(str(e)) from None
+        if not Path(test_dir).is_dir():
+            raise EvaluationError(f"the test folder {test_dir} does not exist")
+        split = scan_split("test", Path(test_dir))
+        if split.classes != manifest.classes:
+            raise EvaluationError(
+                f"the model {manifest.name} version {manifest.version} knows "
+                f"{len(manifest.classes)} classes ({_few(manifest.classes)}), but the test folder "
+                f"{test_dir} has {len(split.classes)} ({_few(split.classes)}): evaluate it on "
+                "the data set it was trained on")
+        network = load_trained(folder, manifest)
+        logits, labels, files, batch, batch_labels = [], [], [], [], []
+
+        def run():
+            with torch.no_grad():
+                logits.append(network(torch.from_numpy(np.stack(batch))).float())
+            labels.extend(batch_labels)
+            batch.clear()
+            batch_labels.clear()
+
+        for path, label in split.samples:
+            try:
+                batch.append(eval_input(path, manifest.preprocessing))
+            except (OSError, ValueError) as e:
+                log.warning("skipping %s: not a readable image (%s)", path, type(e).__name__)
+                continue
+            batch_labels.append(label)
+            files.append(str(path))
+            if len(batch) == batch_size:
+                run()
+        if batch:
+            run()
+        if not files:
+            raise EvaluationError(f"no readable image in the test folder {test_dir}")
+    report = test_report(torch.cat(logits), torch.tensor(labels), files, manifest.classes,
+                         nn.CrossEntropyLoss(), Path(out_dir))
+    report["model"] = {"name": manifest.name, "version": manifest.version}
+    (Path(out_dir) / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _few(classes: list[str]) -> str:
+    return ", ".join(classes[:3]) + (", ..." if len(classes) > 3 else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description="Score a trained model on a test folder.")
+    parser.add_argument("--model", default="/opt/ml/processing/model",
+                        help="model folder, model.tar.gz, or a folder holding one")
+    parser.add_argument("--test", default="/opt/ml/processing/test")
+    parser.add_argument("--out", default="/opt/ml/processing/evaluation")
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate_model(args.model, args.test, args.out)
+    except EvaluationError as e:
+        log.error("%s", e)
+        if Path("/opt/ml/processing").is_dir():  # in a processing job: its FailureReason
+            PROCESSING_FAILURE.parent.mkdir(parents=True, exist_ok=True)
+            PROCESSING_FAILURE.write_text(str(e))
+        return 1
+    log.info("test top-1 %.4f, top-5 %.4f over %d images; %s", report["test_top1"],
+             report["test_top5"], report["images"], Path(args.out) / "evaluation.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
