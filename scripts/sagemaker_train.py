@@ -106,11 +106,13 @@ def debugger_settings(output: str, rule_overrides: dict | None = None) -> dict:
 
 def estimator(args: argparse.Namespace, sagemaker_session, hyperparameters: dict,
               checkpoints: str | None = None):
-    """checkpoints: the checkpoint S3 prefix of spot jobs."""
+    """checkpoints: the checkpoint S3 prefix of spot jobs. A hyperparameter may be a pipeline
+    parameter: its default value is what is checked."""
     from sagemaker.estimator import Estimator
 
     local = args.local
-    rule_overrides = checked_hyperparameters(hyperparameters).rule_parameters
+    rule_overrides = checked_hyperparameters(
+        {k: getattr(v, "default_value", v) for k, v in hyperparameters.items()}).rule_parameters
     spot = {}
     if args.spot and not local:  # spot capacity can be taken back: resume from checkpoints
         spot = {"use_spot_instances": True, "max_wait": args.max_run_s * 2,

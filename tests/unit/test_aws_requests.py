@@ -34,18 +34,19 @@ def test_upload_refuses_a_folder_without_splits(aws, tmp_path):
 
 @pytest.fixture
 def sent(monkeypatch) -> dict[str, list[dict]]:
-    """The parameters of every SageMaker API call the scripts make, by operation name."""
+    """The parameters of every SageMaker API call the scripts make, by operation name, as
+    botocore is about to send them (whichever session the script made)."""
+    from botocore.client import BaseClient
+
     calls: dict[str, list[dict]] = {}
-    real_session = common.session
+    real_call = BaseClient._make_api_call
 
-    def recording_session(args):
-        session = real_session(args)
-        session.sagemaker_client.meta.events.register(
-            "provide-client-params.sagemaker.*",
-            lambda params, model, **_: calls.setdefault(model.name, []).append(params))
-        return session
+    def recording_call(client, operation_name, params):
+        if client.meta.service_model.service_name == "sagemaker":
+            calls.setdefault(operation_name, []).append(params)
+        return real_call(client, operation_name, params)
 
-    monkeypatch.setattr(common, "session", recording_session)
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording_call)
     return calls
 
 
@@ -393,3 +394,71 @@ def test_register_list_approve_and_deploy_a_version(aws, sent, capsys):
     assert len(sent["UpdateModelPackage"]) == 1  # nothing approved behind the user's back
     sagemaker_registry.main(["--role", ROLE, "reject", arn, "--note", "worse on new breeds"])
     assert sent["UpdateModelPackage"][-1]["ModelApprovalStatus"] == "Rejected"
+
+
+def test_pipeline_definition_as_sagemaker_receives_it(aws, sent, capsys):
+    """upsert and start against moto; the definition in CreatePipeline is the SDK's own
+    serialization: train -> evaluate -> condition -> register or fail."""
+    from scripts import sagemaker_pipeline
+
+    assert sagemaker_pipeline.main([
+        "--role", ROLE, "upsert", "--name", "dogs", "--data", "s3://data/dogs-with-test",
+        "--output", "s3://data/pipeline", "--group", "dogs", "--threshold", "0.85",
+        "--hp", "epochs=3", "--hp", "lr=0.001"]) == 0
+    [created] = sent["CreatePipeline"]
+    assert created["PipelineName"] == "dogs" and created["RoleArn"] == ROLE
+    definition = json.loads(created["PipelineDefinition"])
+    parameters = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
+    assert parameters == {"InputData": "s3://data/dogs-with-test", "AccuracyThreshold": 0.85,
+                          "TrainingInstanceType": "ml.g4dn.xlarge",
+                          "ProcessingInstanceType": "ml.m5.xlarge", "hp_epochs": "3",
+                          "hp_lr": "0.001"}
+    steps = {s["Name"]: s for s in definition["Steps"]}
+    assert list(steps) == ["Train", "Evaluate", "CheckAccuracy"]
+    train = steps["Train"]["Arguments"]
+    assert train["AlgorithmSpecification"]["TrainingImage"] == f"{REGISTRY}/byoc-train:latest"
+    assert train["HyperParameters"] == {"epochs": {"Get": "Parameters.hp_epochs"},
+                                        "lr": {"Get": "Parameters.hp_lr"}}
+    assert train["ResourceConfig"]["InstanceType"] == {"Get": "Parameters.TrainingInstanceType"}
+    assert {c["ChannelName"] for c in train["InputDataConfig"]} == {"train", "valid", "test"}
+    evaluate = steps["Evaluate"]["Arguments"]
+    assert evaluate["AppSpecification"] == {"ImageUri": f"{REGISTRY}/byoc-train:latest",
+                                            "ContainerEntrypoint": ["python", "-m", "train.evaluate"]}
+    model_input = next(i for i in evaluate["ProcessingInputs"]
+                       if i["S3Input"]["LocalPath"] == "/opt/ml/processing/model")
+    assert model_input["S3Input"]["S3Uri"] == {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
+    assert steps["Evaluate"]["PropertyFiles"] == [
+        {"PropertyFileName": "Evaluation", "OutputName": "evaluation", "FilePath": "evaluation.json"}]
+    check = steps["CheckAccuracy"]["Arguments"]
+    [condition] = check["Conditions"]
+    assert condition["Type"] == "GreaterThanOrEqualTo"
+    assert condition["LeftValue"]["Std:JsonGet"]["Path"] == (
+        "multiclass_classification_metrics.accuracy.value")
+    assert condition["RightValue"] == {"Get": "Parameters.AccuracyThreshold"}
+    [register] = check["IfSteps"]
+    assert register["Type"] == "RegisterModel"
+    package = register["Arguments"]
+    assert package["ModelPackageGroupName"] == "dogs"
+    assert package["ModelApprovalStatus"] == "PendingManualApproval"
+    assert package["InferenceSpecification"]["Containers"][0]["Image"] == (
+        f"{REGISTRY}/byoc-serve:latest")
+    assert package["ModelMetrics"]["ModelQuality"]["Statistics"]["ContentType"] == "application/json"
+    [fail] = check["ElseSteps"]
+    assert fail["Type"] == "Fail"
+    assert "is below AccuracyThreshold" in json.dumps(fail["Arguments"]["ErrorMessage"])
+
+    capsys.readouterr()
+    assert sagemaker_pipeline.main(["start", "--name", "dogs",
+                                    "--param", "AccuracyThreshold=0.9"]) == 0
+    [start] = sent["StartPipelineExecution"]
+    assert start["PipelineName"] == "dogs"
+    assert start["PipelineParameters"] == [{"Name": "AccuracyThreshold", "Value": "0.9"}]
+
+
+def test_a_bad_hyperparameter_stops_the_pipeline_before_anything_is_sent(aws, sent):
+    from scripts import sagemaker_pipeline
+
+    with pytest.raises(SystemExit, match="epochz"):
+        sagemaker_pipeline.main(["--role", ROLE, "upsert", "--data", "s3://data/dogs-with-test",
+                                 "--output", "s3://data/pipeline", "--hp", "epochz=3"])
+    assert "CreatePipeline" not in sent

@@ -1,0 +1,256 @@
+"""A SageMaker Pipeline (SDK v2 sagemaker.workflow): train, evaluate, and register the model
+only when its test top-1 reaches a threshold.
+
+    Train     the training image on <data>/train, valid, test (a training job)
+    Evaluate  python -m train.evaluate in the training image on the model.tar.gz and <data>/test
+              (a processing job): evaluation.json, training's own preprocessing and metrics
+    Check     test top-1 from evaluation.json >= AccuracyThreshold ?
+      yes:    Register  a PendingManualApproval version in the model package group, with the
+                        evaluation as its model quality (scripts/sagemaker_registry.py)
+      no:     Fail      "test top-1 0.61 is below AccuracyThreshold 0.8"
+
+    python -m scripts.sagemaker_pipeline upsert --name dogs --data s3://BUCKET/dogs \
+        --output s3://BUCKET/pipeline --group dogs --threshold 0.8 --hp epochs=10
+    python -m scripts.sagemaker_pipeline start --name dogs [--param AccuracyThreshold=0.85] [--wait]
+    python -m scripts.sagemaker_pipeline describe --name dogs        # the latest execution's steps
+    # on this machine: the same pipeline in SageMaker local mode, run to its end; local pipelines
+    # read evaluation.json from S3, so --data and --output are s3:// on an S3 API of your own
+    # (AWS_ENDPOINT_URL_S3=http://localhost:9000 for MinIO or moto_server)
+    python -m scripts.sagemaker_pipeline run --local --data s3://demo/data --output s3://demo/pipeline \
+        --hyperparameters scripts/demo_hyperparameters.json
+
+Pipeline parameters (override them per execution with --param NAME=VALUE): InputData,
+TrainingInstanceType, ProcessingInstanceType, AccuracyThreshold, and one hp_<name> per
+hyperparameter given at upsert.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from scripts import common
+from scripts.sagemaker_registry import register_arguments
+from scripts.sagemaker_train import checked_hyperparameters, estimator
+
+ACCURACY = "multiclass_classification_metrics.accuracy.value"  # in evaluation.json
+STEPS = ("Train", "Evaluate", "CheckAccuracy")
+
+
+def pipeline_session(args: argparse.Namespace):
+    import boto3
+
+    if args.local:
+        from sagemaker.workflow.pipeline_context import LocalPipelineSession
+
+        common.local_session(args.region)  # the same offline defaults (region, credentials)
+        session = LocalPipelineSession(boto_session=boto3.Session(region_name=args.region or None),
+                                       disable_local_code=True)
+        session.config = {"local": {"local_code": True}}
+        return session
+    from sagemaker.workflow.pipeline_context import PipelineSession
+
+    return PipelineSession(boto_session=boto3.Session(region_name=args.region))
+
+
+def build(args: argparse.Namespace, session):
+    """The Pipeline object; nothing is sent until upsert or create."""
+    from sagemaker.model import Model
+    from sagemaker.inputs import TrainingInput
+    from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
+    from sagemaker.workflow.condition_step import ConditionStep
+    from sagemaker.workflow.conditions import ConditionGreaterThanOrEqualTo
+    from sagemaker.workflow.execution_variables import ExecutionVariables
+    from sagemaker.workflow.fail_step import FailStep
+    from sagemaker.workflow.functions import Join, JsonGet
+    from sagemaker.workflow.model_step import ModelStep
+    from sagemaker.workflow.parameters import ParameterFloat, ParameterString
+    from sagemaker.workflow.pipeline import Pipeline
+    from sagemaker.workflow.properties import PropertyFile
+    from sagemaker.workflow.steps import ProcessingStep, TrainingStep
+
+    hyperparameters = common.load_hyperparameters(args.hyperparameters, args.hp)
+    checked_hyperparameters(hyperparameters)  # a bad name or value fails before anything runs
+    data = ParameterString("InputData", default_value=args.data.rstrip("/"))
+    local = "local_gpu" if args.gpu else "local"
+    train_type = ParameterString("TrainingInstanceType",
+                                 default_value=local if args.local else args.instance_type)
+    eval_type = ParameterString("ProcessingInstanceType",
+                                default_value="local" if args.local else args.processing_instance_type)
+    threshold = ParameterFloat("AccuracyThreshold", default_value=args.threshold)
+    hp_parameters = {name: ParameterString(f"hp_{name}", default_value=str(value))
+                     for name, value in hyperparameters.items()}
+    output = args.output.rstrip("/")
+    run_folder = Join(on="/", values=[output, ExecutionVariables.PIPELINE_EXECUTION_ID])
+    role = common.role(args)
+
+    job_args = argparse.Namespace(**{**vars(args), "instance_type": train_type})
+    trainer = estimator(job_args, session, hp_parameters,
+                        checkpoints=Join(on="/", values=[run_folder, "checkpoints", ""]))
+    channels = {name: TrainingInput(Join(on="/", values=[data, name]))
+                for name in ("train", "valid", "test")}
+    train = TrainingStep(name="Train", step_args=trainer.fit(channels))
+    model_data = train.properties.ModelArtifacts.S3ModelArtifacts
+
+    evaluator = Processor(
+        role=role, image_uri=common.image_uri("train", args, session), instance_count=1,
+        instance_type=eval_type, entrypoint=["python", "-m", "train.evaluate"],
+        base_job_name="byoc-evaluate", sagemaker_session=session)
+    evaluation = PropertyFile(name="Evaluation", output_name="evaluation", path="evaluation.json")
+    evaluation_folder = Join(on="/", values=[run_folder, "evaluation"])
+    evaluate = ProcessingStep(name="Evaluate", property_files=[evaluation], step_args=evaluator.run(
+        inputs=[ProcessingInput(source=model_data, destination="/opt/ml/processing/model"),
+                ProcessingInput(source=Join(on="/", values=[data, "test"]),
+                                destination="/opt/ml/processing/test")],
+        outputs=[ProcessingOutput(output_name="evaluation", source="/opt/ml/processing/evaluation",
+                                  destination=evaluation_folder)]))
+    accuracy = JsonGet(step_name=evaluate.name, property_file=evaluation, json_path=ACCURACY)
+
+    model = Model(image_uri=common.image_uri("serve-gpu" if args.gpu else "serve", args, session),
+                  model_data=model_data, role=role, sagemaker_session=session)
+    if args.local:  # local pipelines have no model registry: the passing branch makes the model
+        passed = ModelStep(name="CreateModel", step_args=model.create(instance_type="local"))
+    else:
+        passed = ModelStep(name="Register", step_args=model.register(**register_arguments(
+            args.group, args.gpu, Join(on="/", values=[evaluation_folder, "evaluation.json"]),
+            description=f"pipeline {args.name}")))
+    failed = FailStep(name="AccuracyTooLow", error_message=Join(
+        on=" ", values=["test top-1", accuracy, "is below AccuracyThreshold", threshold]))
+    check = ConditionStep(
+        name="CheckAccuracy", conditions=[ConditionGreaterThanOrEqualTo(accuracy, threshold)],
+        if_steps=[passed], else_steps=[failed])
+    return Pipeline(name=args.name, sagemaker_session=session,
+                    parameters=[data, train_type, eval_type, threshold, *hp_parameters.values()],
+                    steps=[train, evaluate, check])
+
+
+def parameters(pairs: list[str]) -> dict:
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--param {pair!r}: write NAME=VALUE")
+        values[name] = value
+    return values
+
+
+def step_rows(steps: list[dict]) -> list[str]:
+    rows = []
+    for step in sorted(steps, key=lambda s: str(s.get("StartTime", ""))):
+        reason = f"  {step['FailureReason']}" if step.get("FailureReason") else ""
+        rows.append(f"{step['StepName']:<16} {step.get('StepStatus', '?'):<10}{reason}")
+    return rows
+
+
+def wait(session, execution_arn: str, poll_s: float = 30) -> dict:
+    """Until the execution ends, one line per step change (no progress bar: this ends up in logs)."""
+    client, seen = session.sagemaker_client, {}
+    while True:
+        described = client.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
+        steps = client.list_pipeline_execution_steps(
+            PipelineExecutionArn=execution_arn)["PipelineExecutionSteps"]
+        for step in steps:
+            if seen.get(step["StepName"]) != step.get("StepStatus"):
+                seen[step["StepName"]] = step.get("StepStatus")
+                print(f"{time.strftime('%H:%M:%S')} {step_rows([step])[0]}", flush=True)
+        if described["PipelineExecutionStatus"] not in ("Executing", "Stopping"):
+            return described
+        time.sleep(poll_s)
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """The whole pipeline in local mode, to its end; 0 when the model passed the threshold."""
+    session = pipeline_session(args)
+    pipeline = build(args, session)
+    pipeline.create(role_arn=common.role(args))
+    try:
+        execution = pipeline.start(parameters=parameters(args.param))
+    finally:
+        common.remove_local_containers("train", image_tag=args.image_tag)
+    steps = execution.list_steps()
+    for row in step_rows(steps):
+        print(row)
+    statuses = {s["StepName"]: s.get("StepStatus") for s in steps}
+    return 0 if statuses.get("CreateModel") == "Succeeded" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common.add_common_arguments(parser)
+    commands = parser.add_subparsers(dest="command", required=True)
+    define = []
+    for name, text in (("upsert", "create or update the pipeline on SageMaker"),
+                       ("definition", "print the pipeline definition SageMaker would receive"),
+                       ("run", "run the whole pipeline now (with --local: on this machine)")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--name", default="byoc-image-classifier")
+        command.add_argument("--data", required=True,
+                             help="s3:// prefix with train/ valid/ test/ (InputData's default)")
+        command.add_argument("--output", required=True, help="s3:// prefix for the runs")
+        command.add_argument("--group", default="byoc-image-classifier",
+                             help="model package group to register in")
+        command.add_argument("--threshold", type=float, default=0.8,
+                             help="AccuracyThreshold's default: the test top-1 to register")
+        command.add_argument("--hyperparameters", help="a JSON file of hyperparameters")
+        command.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
+        command.add_argument("--instance-type", default="ml.g4dn.xlarge")
+        command.add_argument("--processing-instance-type", default="ml.m5.xlarge")
+        command.add_argument("--instance-count", type=int, default=1)
+        command.add_argument("--gpu", action="store_true", help="the GPU serving image")
+        command.add_argument("--spot", action="store_true", help="managed spot training")
+        command.add_argument("--max-run-s", type=int, default=24 * 3600)
+        command.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+        define.append(name)
+    start = commands.add_parser("start", help="start an execution")
+    start.add_argument("--name", default="byoc-image-classifier")
+    start.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    start.add_argument("--wait", action="store_true", help="follow it to its end")
+    describe = commands.add_parser("describe", help="an execution's steps (default: the latest)")
+    describe.add_argument("--name", default="byoc-image-classifier")
+    describe.add_argument("--execution", help="execution ARN")
+    describe.add_argument("--wait", action="store_true", help="follow it to its end")
+    args = parser.parse_args(argv)
+    if args.command in define:
+        if not args.data.startswith("s3://") or not args.output.startswith("s3://"):
+            parser.error("--data and --output are s3:// prefixes (a local pipeline reads the "
+                         "evaluation from S3 too: see --help)")
+        if args.command == "run" and not args.local:
+            parser.error("run is for --local; on AWS: upsert, then start")
+        if args.command == "run":
+            return run_local(args)
+    elif args.local:
+        parser.error(f"{args.command} runs on AWS; --local pipelines run with: run --local")
+    session = pipeline_session(args)
+    if args.command == "definition":
+        print(json.dumps(json.loads(build(args, session).definition()), indent=2))
+    elif args.command == "upsert":
+        result = build(args, session).upsert(role_arn=common.role(args))
+        print(f"pipeline: {result['PipelineArn']}")
+    elif args.command == "start":
+        started = session.sagemaker_client.start_pipeline_execution(
+            PipelineName=args.name, PipelineParameters=[
+                {"Name": k, "Value": v} for k, v in parameters(args.param).items()])
+        arn = started["PipelineExecutionArn"]
+        print(f"execution: {arn}")
+        if args.wait:
+            return 0 if wait(session, arn)["PipelineExecutionStatus"] == "Succeeded" else 1
+    else:
+        arn = args.execution or session.sagemaker_client.list_pipeline_executions(
+            PipelineName=args.name, SortBy="CreationTime", SortOrder="Descending",
+            MaxResults=1)["PipelineExecutionSummaries"][0]["PipelineExecutionArn"]
+        if args.wait:
+            described = wait(session, arn)
+        else:
+            described = session.sagemaker_client.describe_pipeline_execution(
+                PipelineExecutionArn=arn)
+            steps = session.sagemaker_client.list_pipeline_execution_steps(
+                PipelineExecutionArn=arn)["PipelineExecutionSteps"]
+            for row in step_rows(steps):
+                print(row)
+        print(f"{arn}: {described['PipelineExecutionStatus']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
