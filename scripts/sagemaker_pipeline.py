@@ -44,10 +44,10 @@ def pipeline_session(args: argparse.Namespace):
     if args.local:
         from sagemaker.workflow.pipeline_context import LocalPipelineSession
 
-        common.local_session(args.region)  # the same offline defaults (region, credentials)
-        session = LocalPipelineSession(boto_session=boto3.Session(region_name=args.region or None),
-                                       disable_local_code=True)
+        offline = common.local_session(args.region)  # region, credentials, telemetry off
+        session = LocalPipelineSession(boto_session=offline.boto_session, disable_local_code=True)
         session.config = {"local": {"local_code": True}}
+        session.sagemaker_config = offline.sagemaker_config
         return session
     from sagemaker.workflow.pipeline_context import PipelineSession
 
@@ -73,11 +73,14 @@ def build(args: argparse.Namespace, session):
     hyperparameters = common.load_hyperparameters(args.hyperparameters, args.hp)
     checked_hyperparameters(hyperparameters)  # a bad name or value fails before anything runs
     data = ParameterString("InputData", default_value=args.data.rstrip("/"))
-    local = "local_gpu" if args.gpu else "local"
-    train_type = ParameterString("TrainingInstanceType",
-                                 default_value=local if args.local else args.instance_type)
-    eval_type = ParameterString("ProcessingInstanceType",
-                                default_value="local" if args.local else args.processing_instance_type)
+    if args.local:  # this machine's Docker: no instance types to choose
+        instance_types = []
+        train_type, eval_type = ("local_gpu" if args.gpu else "local"), "local"
+    else:
+        train_type = ParameterString("TrainingInstanceType", default_value=args.instance_type)
+        eval_type = ParameterString("ProcessingInstanceType",
+                                    default_value=args.processing_instance_type)
+        instance_types = [train_type, eval_type]
     threshold = ParameterFloat("AccuracyThreshold", default_value=args.threshold)
     hp_parameters = {name: ParameterString(f"hp_{name}", default_value=str(value))
                      for name, value in hyperparameters.items()}
@@ -85,6 +88,7 @@ def build(args: argparse.Namespace, session):
     run_folder = Join(on="/", values=[output, ExecutionVariables.PIPELINE_EXECUTION_ID])
     role = common.role(args)
 
+    # estimator() picks the local instance type itself under --local.
     job_args = argparse.Namespace(**{**vars(args), "instance_type": train_type})
     trainer = estimator(job_args, session, hp_parameters,
                         checkpoints=Join(on="/", values=[run_folder, "checkpoints", ""]))
@@ -121,7 +125,7 @@ def build(args: argparse.Namespace, session):
         name="CheckAccuracy", conditions=[ConditionGreaterThanOrEqualTo(accuracy, threshold)],
         if_steps=[passed], else_steps=[failed])
     return Pipeline(name=args.name, sagemaker_session=session,
-                    parameters=[data, train_type, eval_type, threshold, *hp_parameters.values()],
+                    parameters=[data, *instance_types, threshold, *hp_parameters.values()],
                     steps=[train, evaluate, check])
 
 
@@ -168,7 +172,7 @@ def run_local(args: argparse.Namespace) -> int:
         execution = pipeline.start(parameters=parameters(args.param))
     finally:
         common.remove_local_containers("train", image_tag=args.image_tag)
-    steps = execution.list_steps()
+    steps = execution.list_steps()["PipelineExecutionSteps"]
     for row in step_rows(steps):
         print(row)
     statuses = {s["StepName"]: s.get("StepStatus") for s in steps}

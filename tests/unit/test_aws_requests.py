@@ -32,18 +32,28 @@ def test_upload_refuses_a_folder_without_splits(aws, tmp_path):
         upload_data.upload(tmp_path, "s3://data/x", aws.client("s3"))
 
 
+class Sent(dict):
+    """Requests by operation name; answers: stand-in responses for APIs moto does not have."""
+
+    def __init__(self):
+        super().__init__()
+        self.answers: dict[str, dict] = {}
+
+
 @pytest.fixture
-def sent(monkeypatch) -> dict[str, list[dict]]:
+def sent(monkeypatch) -> Sent:
     """The parameters of every SageMaker API call the scripts make, by operation name, as
     botocore is about to send them (whichever session the script made)."""
     from botocore.client import BaseClient
 
-    calls: dict[str, list[dict]] = {}
+    calls = Sent()
     real_call = BaseClient._make_api_call
 
     def recording_call(client, operation_name, params):
         if client.meta.service_model.service_name == "sagemaker":
             calls.setdefault(operation_name, []).append(params)
+            if operation_name in calls.answers:  # an API moto lacks: a stand-in answer
+                return calls.answers[operation_name]
         return real_call(client, operation_name, params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", recording_call)
@@ -462,3 +472,40 @@ def test_a_bad_hyperparameter_stops_the_pipeline_before_anything_is_sent(aws, se
         sagemaker_pipeline.main(["--role", ROLE, "upsert", "--data", "s3://data/dogs-with-test",
                                  "--output", "s3://data/pipeline", "--hp", "epochz=3"])
     assert "CreatePipeline" not in sent
+
+
+def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(aws, sent):
+    """CreateMonitoringSchedule as the SDK's ModelMonitor sends it (moto has no Model Monitor:
+    the request is checked and answered by a stand-in)."""
+    from scripts import sagemaker_monitor
+
+    args = deploy_args(endpoint_name="dogs-watched", autoscale_max=0, capture="s3://data/capture")
+    session = common.session(args)
+    sagemaker_deploy.deploy(args, session)
+    sent.answers["CreateMonitoringSchedule"] = {
+        "MonitoringScheduleArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:monitoring-schedule/x"}
+    assert sagemaker_monitor.main(["--role", ROLE, "create", "--endpoint-name", "dogs-watched",
+                                   "--output", "s3://data/monitoring/", "--schedule", "daily"]) == 0
+    [request] = sent["CreateMonitoringSchedule"]
+    assert request["MonitoringScheduleName"] == "dogs-watched-image-drift"
+    config = request["MonitoringScheduleConfig"]
+    assert config["ScheduleConfig"]["ScheduleExpression"] == "cron(0 0 ? * * *)"
+    job = config["MonitoringJobDefinition"]
+    assert job["MonitoringAppSpecification"] == {
+        "ImageUri": f"{REGISTRY}/byoc-train:latest",
+        "ContainerEntrypoint": ["python", "-m", "monitor.run"]}
+    assert job["Environment"] == {"BYOC_MODEL_DATA": "s3://data/runs/job/output/model.tar.gz"}
+    [endpoint] = [i["EndpointInput"] for i in job["MonitoringInputs"]]
+    assert endpoint["EndpointName"] == "dogs-watched"
+    assert endpoint["LocalPath"] == "/opt/ml/processing/input/endpoint"
+    [output] = job["MonitoringOutputConfig"]["MonitoringOutputs"]
+    assert output["S3Output"]["S3Uri"] == "s3://data/monitoring"
+    assert output["S3Output"]["LocalPath"] == "/opt/ml/processing/resultdata"
+    assert job["RoleArn"] == ROLE
+
+    sagemaker_deploy.deploy(deploy_args(endpoint_name="dogs-blind", autoscale_max=0), session)
+    with pytest.raises(SystemExit, match="dogs-blind captures no traffic"):
+        sagemaker_monitor.main(["--role", ROLE, "create", "--endpoint-name", "dogs-blind",
+                                "--output", "s3://data/monitoring"])
+    for name in ("dogs-watched", "dogs-blind"):
+        sagemaker_cleanup.delete_endpoint(session, name)
