@@ -30,6 +30,7 @@ from monitor import report
 from monitor.capture import CaptureError, Skipped, read
 from monitor.profile import (ALPHA, BASELINE_FILE, BaselineError, Network,
                              check_baseline, compare, describe)
+from scripts.progress import track
 
 log = logging.getLogger("monitor")
 MIN_WINDOW = 30  # below this a window is compared, with a warning: tests have little power
@@ -116,7 +117,8 @@ def monitor(capture: str, model: str, out: Path, since=None, until=None) -> dict
             items = list(window_items(capture, manifest, skipped, since, until))
         except CaptureError as e:
             raise MonitorError(str(e)) from None
-        window = describe(items, manifest, network,
+        window = describe(track(items, "describing the captured images", unit="images"),
+                          manifest, network,
                           on_error=lambda i, reason: skipped.add(reason, f"image {i + 1}"))
     if window.images == 0:
         reasons = "; ".join(f"{n} {r} (first at {skipped.examples[r]})"

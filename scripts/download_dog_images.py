@@ -15,6 +15,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from scripts.progress import Progress
+
 URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
 EXPECTED = {"classes": 133, "train": 6680, "valid": 835, "test": 836}
 
@@ -28,13 +30,12 @@ def download(url: str, target: Path) -> Path:
         if offset and response.status != 206:  # the server ignored the range: start over
             offset = 0
         total = offset + int(response.headers.get("Content-Length", 0))
-        with open(part, "ab" if offset else "wb") as f:
-            done = offset
+        with open(part, "ab" if offset else "wb") as f, Progress(
+                f"downloading {target.name}", total or None, "MB", scale=1e-6) as progress:
+            progress.update(offset)
             while chunk := response.read(1 << 20):
                 f.write(chunk)
-                done += len(chunk)
-                print(f"\r{done / 1e6:8.1f} / {total / 1e6:.1f} MB", end="", file=sys.stderr)
-    print(file=sys.stderr)
+                progress.update(len(chunk))
     part.rename(target)
     return target
 

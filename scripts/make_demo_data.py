@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from scripts.progress import Progress
+
 # (folder name, hue): hues evenly spaced, so colour separates the classes and shape backs it up
 # (grayscale images only have the shape).
 CLASSES = [
@@ -119,15 +121,19 @@ def save_varied(image: Image.Image, stem: Path, variant: int) -> Path:
 
 def generate(out_dir: str | Path, per_split: dict[str, int] | None = None, seed: int = 0) -> Path:
     out = Path(out_dir)
-    for split_index, (split, count) in enumerate((per_split or SPLITS).items()):
-        for class_index, (name, _) in enumerate(CLASSES):
-            folder = out / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            rng = np.random.default_rng([seed, split_index, class_index])
-            for i in range(count):
-                image = make_image(rng, class_index)
-                variant = int(rng.integers(0, 20))  # 5 variants in 20: a quarter are unusual
-                save_varied(image, folder / f"{name.split('.')[1]}_{i:04d}", variant)
+    per_split = per_split or SPLITS
+    with Progress(f"demo images in {out}", len(CLASSES) * sum(per_split.values()),
+                  "images") as progress:
+        for split_index, (split, count) in enumerate(per_split.items()):
+            for class_index, (name, _) in enumerate(CLASSES):
+                folder = out / split / name
+                folder.mkdir(parents=True, exist_ok=True)
+                rng = np.random.default_rng([seed, split_index, class_index])
+                for i in range(count):
+                    image = make_image(rng, class_index)
+                    variant = int(rng.integers(0, 20))  # 5 variants in 20: a quarter are unusual
+                    save_varied(image, folder / f"{name.split('.')[1]}_{i:04d}", variant)
+                    progress.update()
     return out
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from artifact.preprocess import FOLDER_MAX_PIXELS, IMAGE_EXTENSIONS, decode_resized
 from scripts import common
+from scripts.progress import track
 from scripts.sagemaker_deploy import make_model
 
 JSONLINES = "application/jsonlines"
@@ -91,7 +92,7 @@ def pack(images: Iterable[tuple[str, Callable[[], bytes]]], folder: Path, record
         old.unlink()
     notes, out, count = {}, None, 0
     try:
-        for name, read in images:
+        for name, read in track(images, f"packing images into {folder}", unit="images"):
             line, note = record(name, read(), limit)
             if line is None:
                 notes[name] = {"error": note}

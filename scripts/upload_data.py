@@ -16,6 +16,7 @@ import boto3
 
 from artifact.preprocess import IMAGE_EXTENSIONS
 from scripts import common
+from scripts.progress import track
 
 SPLITS = ("train", "valid", "test")
 
@@ -47,7 +48,8 @@ def upload(data: Path, uri: str, s3=None, threads: int = 16) -> dict[str, int]:
         s3.upload_file(str(files[key]), bucket, folder + key)
 
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(put, todo))
+        for _ in track(pool.map(put, todo), f"uploading to {uri}", total=len(todo), unit="files"):
+            pass
     after = remote_sizes(s3, uri)
     for split in SPLITS:
         expected = sum(key.startswith(f"{split}/") for key in files)

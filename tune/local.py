@@ -31,6 +31,7 @@ from pathlib import Path
 
 import optuna
 
+from scripts.progress import Progress
 from train.config import from_hyperparameters
 from train.metrics import OBJECTIVE_METRIC, parse_metrics
 from tune import space as search_space
@@ -224,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         load_if_exists=True, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=args.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
-    study.optimize(objective(args, space, fixed, features), n_trials=args.trials,
-                   catch=(TrialFailed,))
+    with Progress("local tuning", args.trials, "trials") as progress:
+        study.optimize(objective(args, space, fixed, features), n_trials=args.trials,
+                       catch=(TrialFailed,), callbacks=[lambda *_: progress.update()])
 
     print_table(study)
     write_report(study, args.out)
