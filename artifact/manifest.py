@@ -110,7 +110,15 @@ def unpacked(source: str | os.PathLike, work: str | os.PathLike) -> Path:
     folder = Path(work) / "model"
     try:
         with tarfile.open(path) as archive:
-            archive.extractall(folder, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(folder, filter="data")
+            else:  # Python before 3.11.4 (Debian 12's): refuse what the data filter refuses
+                for member in archive.getmembers():
+                    if (member.name.startswith("/") or ".." in Path(member.name).parts
+                            or not (member.isfile() or member.isdir())):
+                        raise ArtifactError(f"{source}: {member.name} is not a plain file "
+                                            "inside the archive")
+                archive.extractall(folder)
     except tarfile.TarError as e:
         raise ArtifactError(f"{source} is not a model.tar.gz: {e}") from None
     return folder

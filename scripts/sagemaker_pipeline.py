@@ -168,15 +168,26 @@ def run_local(args: argparse.Namespace) -> int:
     session = pipeline_session(args)
     pipeline = build(args, session)
     pipeline.create(role_arn=common.role(args))
+    declared = {p.name: p.parameter_type.python_type for p in pipeline.parameters}
+    values = {}
+    for name, text in parameters(args.param).items():  # local pipelines take typed values
+        if name not in declared:
+            raise SystemExit(f"--param {name}: the pipeline's parameters are "
+                             f"{', '.join(declared)}")
+        try:
+            values[name] = declared[name](text)
+        except ValueError:
+            raise SystemExit(f"--param {name}={text}: not a {declared[name].__name__}") from None
     try:
-        execution = pipeline.start(parameters=parameters(args.param))
+        execution = pipeline.start(parameters=values)
     finally:
         common.remove_local_containers("train", image_tag=args.image_tag)
     steps = execution.list_steps()["PipelineExecutionSteps"]
     for row in step_rows(steps):
         print(row)
-    statuses = {s["StepName"]: s.get("StepStatus") for s in steps}
-    return 0 if statuses.get("CreateModel") == "Succeeded" else 1
+    # A ModelStep's step is named after it and its request: CreateModel-CreateModel.
+    made = [s for s in steps if s["StepName"].startswith("CreateModel")]
+    return 0 if made and made[0].get("StepStatus") == "Succeeded" else 1
 
 
 def main(argv: list[str] | None = None) -> int:

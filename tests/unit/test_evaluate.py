@@ -43,3 +43,23 @@ def test_another_data_sets_classes_fail_naming_both(trained_model, small_data, t
         evaluate_model(trained_model, small_data / "test", tmp_path / "out")
     with pytest.raises(EvaluationError, match="does not exist"):
         evaluate_model(tmp_path / "nothing", small_data / "test", tmp_path / "out")
+
+
+@pytest.mark.parametrize("python_has_the_data_filter", [True, False])
+def test_a_tarball_reaching_outside_its_folder_is_refused(tmp_path, monkeypatch,
+                                                          python_has_the_data_filter):
+    """Debian 12's Python (3.11.2, the stand-in base) has no extraction filter: the same refusal."""
+    import io
+
+    from artifact.manifest import ArtifactError, unpacked
+
+    if not python_has_the_data_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    bad = tmp_path / "model.tar.gz"
+    with tarfile.open(bad, "w:gz") as archive:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 2
+        archive.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(ArtifactError, match="escaped.txt|not a model.tar.gz"):
+        unpacked(bad, tmp_path / "work")
+    assert not (tmp_path / "escaped.txt").exists()

@@ -74,7 +74,7 @@ DOCUMENTED = {
     "warmup_epochs": 0.5, "label_smoothing": 0.05, "early_stopping_patience": 3, "seed": 7,
     "image_size": 192, "resize_size": 220, "interpolation": "bicubic", "num_workers": 2,
     "amp": False, "channels_last": False, "model_name": "1.10", "export_onnx": False,
-    "export_int8": False,
+    "export_int8": False, "drift_baseline": False,
     "log_every_steps": 5, "debugger": "strict", "debugger_save_interval": 10,
     "rule_parameters": {"overfit": {"patience": 3}, "step_outlier": {"stddev": 2.5}},
     "profiler": False, "profiler_interval": 2.5, "profiler_trace_steps": 0,
