@@ -186,3 +186,31 @@ def test_ks_distance_against_quantiles():
     constant = np.full(101, 500.0)  # every validation image 500 pixels wide
     assert profile.ks_distance(constant, np.full(50, 500.0)) == 0.0
     assert profile.ks_distance(constant, np.full(50, 700.0)) == 1.0
+
+
+def test_run_as_a_monitoring_schedule_runs_it(unchanged, model, tmp_path):
+    """No arguments: Model Monitor's environment says where the capture, the output and the
+    window are, BYOC_MODEL_DATA which model; a failure goes to the processing job's message."""
+    import os
+    import tarfile
+
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as archive:
+        for path in model.iterdir():
+            archive.add(path, arcname=path.name)
+    env = {**os.environ, "dataset_source": str(unchanged), "output_path": str(tmp_path / "out"),
+           "start_time": "2026-12-01T10:00:00Z", "end_time": "2026-12-01T11:00:00Z",
+           "sagemaker_endpoint_name": "dogs", "BYOC_MODEL_DATA": str(tmp_path / "model.tar.gz"),
+           "publish_cloudwatch_metrics": "Disabled"}
+    result = subprocess.run([sys.executable, "-m", "monitor.run"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "\r" not in result.stderr  # progress as plain lines in a job's log
+    for name in ("drift.json", "constraint_violations.json", "statistics.json",
+                 "drift_report.html"):
+        assert (tmp_path / "out" / name).is_file(), name
+    assert json.loads((tmp_path / "out" / "drift.json").read_text())["images"] == 150
+
+    env["start_time"] = "2026-12-02T10:00:00Z"  # an hour with no traffic
+    result = subprocess.run([sys.executable, "-m", "monitor.run"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "holds no image to compare" in result.stderr
