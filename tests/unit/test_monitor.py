@@ -214,3 +214,12 @@ def test_run_as_a_monitoring_schedule_runs_it(unchanged, model, tmp_path):
     result = subprocess.run([sys.executable, "-m", "monitor.run"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "holds no image to compare" in result.stderr
+
+
+def test_reads_the_capture_from_s3(aws, unchanged, model, tmp_path):
+    """The same capture under an s3:// prefix (moto's S3), listed across pages."""
+    s3 = aws.client("s3")
+    for path in unchanged.rglob("*.jsonl"):
+        s3.upload_file(str(path), "data", f"capture/{path.relative_to(unchanged)}")
+    summary = monitor("s3://data/capture", str(model), tmp_path)
+    assert summary["images"] == 150 and summary["violations"] == []
