@@ -14,10 +14,9 @@ import argparse
 import json
 import os
 import statistics
-import threading
 import time
 
-from bench.serving import RESULTS, make_model, photo
+from bench.serving import RESULTS, in_threads, make_model, photo
 from serve.predictor import load_predictor
 
 
@@ -34,13 +33,7 @@ def measure(predictor, body: bytes, clients: int, seconds: float) -> dict:
             predictor.probabilities(predictor.decode(body)[None])
             latencies.append(time.perf_counter() - started)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+    wall = in_threads(client, clients)
     return {"clients": clients, "per_s": len(latencies) / wall,
             "p50_ms": 1000 * statistics.median(latencies),
             "images_per_run": sum(runs) / max(1, len(runs))}

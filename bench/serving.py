@@ -43,6 +43,17 @@ from train.export import write_artifact
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def in_threads(client, count: int) -> float:
+    """Run client in count threads at once; the wall-clock seconds until all are done."""
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
+
+
 def make_model(model_dir: Path) -> Path:
     if (model_dir / "manifest.json").is_file() and (model_dir / "model.int8.onnx").is_file():
         return model_dir
@@ -132,13 +143,7 @@ def by_python(url: str, body: bytes, concurrency: int, seconds: float) -> dict:
             elapsed = time.perf_counter() - started
             (latencies if response.status_code == 200 else failures).append(elapsed)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+    wall = in_threads(client, concurrency)
     latencies.sort()
     return {"client": "python", "requests": len(latencies), "failures": len(failures),
             "p50_ms": 1000 * latencies[len(latencies) // 2],

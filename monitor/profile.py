@@ -16,6 +16,7 @@ import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -61,7 +62,7 @@ class Described:
 def image_numbers(source: bytes | str, manifest: Manifest) -> tuple[dict[str, float], np.ndarray]:
     """(size, brightness and colour of one image, the network's input for it)."""
     steps = manifest.preprocessing
-    data = source if isinstance(source, bytes) else open(source, "rb").read()
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
     with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as header:  # no pixel decoded
         width, height = header.size
         if header.getexif().get(0x0112) in _EXIF_SIDEWAYS:

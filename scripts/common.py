@@ -135,11 +135,17 @@ def list_s3(s3, uri: str) -> Iterator[tuple[str, dict]]:
             yield item["Key"][len(folder):], item
 
 
-def load_hyperparameters(path: str | None, overrides: list[str]) -> dict:
-    values = json.loads(Path(path).read_text()) if path else {}
-    for item in overrides:
+def name_values(items: list[str], flag: str) -> dict[str, str]:
+    """["a=1", "b=x"] -> {"a": "1", "b": "x"}; SystemExit naming flag for an item without "="."""
+    values = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--hp {item!r}: write NAME=VALUE")
+            raise SystemExit(f"{flag} {item!r}: write NAME=VALUE")
         values[key] = value
     return values
+
+
+def load_hyperparameters(path: str | None, overrides: list[str]) -> dict:
+    values = json.loads(Path(path).read_text()) if path else {}
+    return {**values, **name_values(overrides, "--hp")}

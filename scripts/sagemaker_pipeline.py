@@ -129,16 +129,6 @@ def build(args: argparse.Namespace, session):
                     steps=[train, evaluate, check])
 
 
-def parameters(pairs: list[str]) -> dict:
-    values = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--param {pair!r}: write NAME=VALUE")
-        values[name] = value
-    return values
-
-
 def step_rows(steps: list[dict]) -> list[str]:
     rows = []
     for step in sorted(steps, key=lambda s: str(s.get("StartTime", ""))):
@@ -170,7 +160,8 @@ def run_local(args: argparse.Namespace) -> int:
     pipeline.create(role_arn=common.role(args))
     declared = {p.name: p.parameter_type.python_type for p in pipeline.parameters}
     values = {}
-    for name, text in parameters(args.param).items():  # local pipelines take typed values
+    # Local pipelines take typed values.
+    for name, text in common.name_values(args.param, "--param").items():
         if name not in declared:
             raise SystemExit(f"--param {name}: the pipeline's parameters are "
                              f"{', '.join(declared)}")
@@ -245,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "start":
         started = session.sagemaker_client.start_pipeline_execution(
             PipelineName=args.name, PipelineParameters=[
-                {"Name": k, "Value": v} for k, v in parameters(args.param).items()])
+                {"Name": k, "Value": v}
+                for k, v in common.name_values(args.param, "--param").items()])
         arn = started["PipelineExecutionArn"]
         print(f"execution: {arn}")
         if args.wait:

@@ -84,8 +84,8 @@ def test_accuracy(sagemaker_session, described: dict) -> float | None:
     try:
         report = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         return report["multiclass_classification_metrics"]["accuracy"]["value"]
-    except Exception:  # a missing or foreign metrics file: the listing goes on without it
-        return None
+    except (s3.exceptions.ClientError, ValueError, KeyError, TypeError):
+        return None  # a missing or foreign metrics file: the listing goes on without it
 
 
 def set_status(sagemaker_session, arn: str, status: str, note: str | None) -> None:
@@ -131,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the model registry runs on AWS only (SageMaker local mode has none)")
     sagemaker_session = common.session(args)
     if args.command == "register":
-        args.model_package = None
         print(f"registered: {register(args, sagemaker_session)} ({PENDING})")
     elif args.command == "list":
         rows = versions(sagemaker_session, args.group)

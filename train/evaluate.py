@@ -58,8 +58,10 @@ def test_report(
     classes: list[str],
     criterion,
     out_dir: Path,
+    about: dict | None = None,
 ) -> dict:
-    """Top-1/top-5, per-class accuracy, confusion matrix PNG and misclassified files."""
+    """Top-1/top-5, per-class accuracy, confusion matrix PNG and misclassified files; about:
+    more fields for evaluation.json (which model was scored)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     num_classes = len(classes)
     k = min(5, num_classes)
@@ -98,6 +100,7 @@ def test_report(
         "confusion_matrix": confusion.tolist(),
         # What SageMaker's model registry shows as the model's quality (its Model Quality schema).
         "multiclass_classification_metrics": model_quality(confusion, classes),
+        **(about or {}),
     }
     (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -226,11 +229,9 @@ def evaluate_model(model: str | Path, test_dir: str | Path, out_dir: str | Path,
             run()
         if not files:
             raise EvaluationError(f"no readable image in the test folder {test_dir}")
-    report = test_report(torch.cat(logits), torch.tensor(labels), files, manifest.classes,
-                         nn.CrossEntropyLoss(), Path(out_dir))
-    report["model"] = {"name": manifest.name, "version": manifest.version}
-    (Path(out_dir) / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return test_report(torch.cat(logits), torch.tensor(labels), files, manifest.classes,
+                       nn.CrossEntropyLoss(), Path(out_dir),
+                       about={"model": {"name": manifest.name, "version": manifest.version}})
 
 
 def _few(classes: list[str]) -> str:
