@@ -8,7 +8,8 @@ images; a random model's gate means nothing, so the int8 run forces BYOC_PRECISI
 For fp32 and int8 in turn, starts the serving image on it exactly as SageMaker does and
 measures: cold start (`docker run` to the first /ping 200, which follows the first inference,
 the warm-up), memory (all the container's processes, idle and after the load), latency p50/p99
-and requests/s at concurrency 1, 2, 4 and 16, /ping under load; and in process, decode and
+and requests/s at concurrency 1, 2, 4 and 16 (each the median of --rounds interleaved rounds),
+/ping under load; and in process, decode and
 network at batch 1: one request on every core (the latency floor), and one single-threaded
 model per core in parallel (the throughput ceiling). Also ONNX Runtime against PyTorch in fp32.
 Results also go to bench/results/serving.json.
@@ -112,6 +113,10 @@ def load(url: str, body: bytes, concurrency: int, seconds: float) -> dict:
     result = by_wrk(url, body, concurrency, seconds) if shutil.which("wrk") else by_python(
         url, body, concurrency, seconds)
     probe.join()
+    # wrk stops with requests still queued in the server, which the server still answers: one
+    # more request waits until they are done, so that the next measurement starts on an idle one
+    requests.post(f"{url}/invocations", data=body, headers={"Content-Type": "image/jpeg"},
+                  timeout=60)
     return {"concurrency": concurrency, **result, "ping_max_ms": 1000 * max(pings)}
 
 
@@ -188,8 +193,21 @@ def in_process(model_dir: Path, precision: str, body: bytes, seconds: float) -> 
             "ceiling_per_s": sum(counts) / (time.perf_counter() - started)}
 
 
+CONCURRENCIES = (1, 2, 4, 16)
+
+
+def median_round(rounds: list[dict]) -> dict:
+    """One concurrency's figures over several rounds: the median of each (this machine is
+    noisy), with the rounds' own figures kept."""
+    figures = ("p50_ms", "p99_ms", "requests_per_s", "ping_max_ms")
+    return {**rounds[0], **{k: statistics.median(r[k] for r in rounds) for k in figures},
+            "requests": sum(r["requests"] for r in rounds),
+            "failures": sum(r["failures"] for r in rounds),
+            "rounds": [{k: r[k] for k in figures} for r in rounds]}
+
+
 def serve(image: str, model_dir: Path, precision: str, body: bytes, seconds: float,
-          env: dict | None = None) -> dict:
+          env: dict | None = None, rounds: int = 3) -> dict:
     name, port = f"byoc-bench-{uuid.uuid4().hex[:8]}", free_port()
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
@@ -202,7 +220,11 @@ def serve(image: str, model_dir: Path, precision: str, body: bytes, seconds: flo
         time.sleep(1)
         result["idle_mib"] = container_memory_mib(name)
         load(url, body, 4, 2)  # warm up
-        result["load"] = [load(url, body, c, seconds) for c in (1, 2, 4, 16)]
+        measured = {c: [] for c in CONCURRENCIES}
+        for _ in range(rounds):  # interleaved, so that a slow spell of the machine hits all
+            for c in CONCURRENCIES:
+                measured[c].append(load(url, body, c, seconds))
+        result["load"] = [median_round(measured[c]) for c in CONCURRENCIES]
         result["loaded_mib"] = container_memory_mib(name)
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
@@ -226,7 +248,9 @@ def fp32_backends(model_dir: Path, body: bytes, seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--image", default="byoc-serve:latest")
-    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds over the concurrencies; the median round is reported")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the container (serve/settings.py), to compare")
     parser.add_argument("--precision", action="append", choices=("fp32", "int8"),
@@ -239,8 +263,7 @@ def main() -> None:
     defaults = Settings.from_environment(env)  # what the container will use
     size = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", args.image],
                           capture_output=True, text=True, check=True).stdout.strip()
-    results: dict = {"workers": defaults.workers, "request_threads": defaults.request_threads,
-                     "intra_op_threads": defaults.intra_op_threads, "image_bytes": len(body),
+    results: dict = {"layout": defaults.layout(), "image_bytes": len(body),
                      "image_mb": int(size) / 1e6, "in_process": {}, "served": {}}
     precisions = args.precision or ["fp32", "int8"]
     results["env"] = env
@@ -250,14 +273,13 @@ def main() -> None:
                                                           args.seconds / 2)
     for precision in precisions:
         results["served"][precision] = serve(args.image, model_dir, precision, body,
-                                             args.seconds, env)
+                                             args.seconds, env, args.rounds)
     results["fp32_per_s_one_core"] = fp32_backends(model_dir, body, args.seconds / 2)
     (RESULTS / "serving.json").write_text(json.dumps(results, indent=2))
 
     fp32_ceiling = results["in_process"]["fp32"]["ceiling_per_s"]
-    print(f"ResNet-50, 133 classes, a {len(body) // 1024} kB 960x720 JPEG; {defaults.workers} "
-          f"worker(s) x {defaults.request_threads} request threads x "
-          f"{defaults.intra_op_threads} threads per prediction; image {results['image_mb']:.0f} MB")
+    print(f"ResNet-50, 133 classes, a {len(body) // 1024} kB 960x720 JPEG; {defaults.layout()}; "
+          f"image {results['image_mb']:.0f} MB")
     for precision in precisions:
         own, served = results["in_process"][precision], results["served"][precision]
         print(f"\n{precision}: in process, one request on {own['cores']} cores "
@@ -272,6 +294,8 @@ def main() -> None:
                   f"{r['p99_ms'] / r['p50_ms']:7.2f}  {r['requests_per_s']:6.1f}  "
                   f"{r['requests_per_s'] / fp32_ceiling:14.2f}  "
                   f"{r['p50_ms'] / own['p50_ms']:9.2f}  {r['ping_max_ms']:12.1f}")
+        rate = {r["concurrency"]: r["requests_per_s"] for r in served["load"]}
+        print(f"  c=16 against c=4: {rate[16] / rate[4]:.2f}x the requests/s")
     rates = results["fp32_per_s_one_core"]
     print(f"\nfp32 on one core: ONNX Runtime {rates['onnx']:.2f}/s, PyTorch {rates['torch']:.2f}/s "
           f"({rates['onnx'] / rates['torch']:.2f}x)")

@@ -22,7 +22,6 @@ import json
 import logging
 import time
 
-import numpy as np
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import (
     BadRequest,
@@ -206,21 +205,15 @@ def create_app(settings: Settings, predictor: Predictor | None = None,
         lines = []
         for start in range(0, len(records), settings.max_batch_images):
             chunk = records[start:start + settings.max_batch_images]
-            decoded = {}
-            for i, (_, image, error) in enumerate(chunk):
-                if error is None:
-                    try:
-                        decoded[i] = predictor.decode(image)
-                    except BadImage as e:
-                        chunk[i] = (chunk[i][0], None, f"record {start + i + 1}: {e}")
-            results = {}
-            if decoded:
-                order = sorted(decoded)
-                probabilities = predictor.probabilities(np.stack([decoded[i] for i in order]))
-                results = {i: predictor.top_k(p, k) for i, p in zip(order, probabilities)}
+            readable = [i for i, (_, _, error) in enumerate(chunk) if error is None]
+            answers = dict(zip(readable, predictor.classify([chunk[i][1] for i in readable], k)))
             for i, (record_id, _, error) in enumerate(chunk):
                 line = {} if record_id is None else {"id": record_id}
-                line.update({"predictions": results[i]} if i in results else {"error": error})
+                answer = answers.get(i)
+                if isinstance(answer, list):
+                    line["predictions"] = answer
+                else:
+                    line["error"] = error or f"record {start + i + 1}: {answer}"
                 lines.append(json.dumps(line))
         return Response("\n".join(lines) + "\n", mimetype=JSONLINES_TYPE)
 

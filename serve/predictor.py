@@ -5,13 +5,10 @@ preprocessing, and model.onnx or model.safetensors. Nothing here imports train/.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import io
 import logging
-import multiprocessing
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from artifact.manifest import (ONNX_FILE, ONNX_INPUT, WEIGHTS_FILE, ArtifactError, Manifest,
                                read_manifest)
 from artifact.preprocess import IMAGE_FORMATS, ImageTooLarge, eval_input
+from serve.cores import CORES, Turn
 
 # train/quantize.py's gate, restated in the log and errors (serve/ does not import train/)
 INT8_GATE = "top-1 agreement with fp32 of at least 99.5% and at most 0.5 points of accuracy lost"
@@ -88,46 +86,12 @@ def choose_precision(model_dir: Path, manifest: Manifest, backend: str,
     return "fp32", f"the int8 copy failed its gate ({INT8_GATE}): {figures}"
 
 
-class Concurrency:
-    """Predictions running on this machine, counted across the server's worker processes: a
-    shared array with a cell per worker, made when this module is imported, before gunicorn
-    forks the workers. Each worker writes its own cell; the master clears the cell of a worker
-    that died, so a prediction it left unfinished is not counted for ever."""
-
-    def __init__(self, slots: int = 64):
-        self.cells = multiprocessing.Array("i", slots)
-        self.slot = 0
-
-    def use_slot(self, worker: int) -> None:
-        self.slot = worker % len(self.cells)
-
-    def clear(self, worker: int) -> None:
-        with self.cells.get_lock():
-            self.cells[worker % len(self.cells)] = 0
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[bool]:
-        """Count one prediction while it runs; yields whether it started alone."""
-        with self.cells.get_lock():
-            alone = not any(self.cells)
-            self.cells[self.slot] += 1
-        try:
-            yield alone
-        finally:
-            with self.cells.get_lock():
-                self.cells[self.slot] -= 1
-
-
-MACHINE = Concurrency()
-
-
 class OnnxBackend:
-    """ONNX Runtime on the CPU. A prediction that starts while no other runs on the machine gets
-    a session on every core (the lowest latency at low load); one that starts beside others gets
-    the single-threaded session, which runs each call on its own request thread, so that under
-    load every core runs a prediction of its own instead of all fighting over one thread pool
-    (bench/serving.py measures it)."""
+    """ONNX Runtime on the CPU, with two sessions of one model: one on every core, for a request
+    alone on the machine (the lowest latency), and a single-threaded one, which runs each call on
+    its request's thread, for requests beside others (each on a core of its own: serve/cores.py)."""
     name = "onnx"
+    cpu = True
 
     def __init__(self, model_dir: Path, threads: int, file: str = ONNX_FILE):
         import onnxruntime as ort
@@ -144,13 +108,13 @@ class OnnxBackend:
         self.beside = session(1) if threads > 1 else self.alone
         self.device = "cpu"
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        with MACHINE.running() as alone:
-            model = self.alone if alone else self.beside
-            return model.run(None, {ONNX_INPUT: batch})[0]
+    def logits(self, batch: np.ndarray, all_cores: bool = False) -> np.ndarray:
+        model = self.alone if all_cores else self.beside
+        return model.run(None, {ONNX_INPUT: batch})[0]
 
 
 class TorchBackend:
+    """PyTorch, on the GPU when there is one; its own thread pool on the CPU."""
     name = "torch"
 
     def __init__(self, model_dir: Path, manifest: Manifest, threads: int):
@@ -161,12 +125,13 @@ class TorchBackend:
         torch.set_num_threads(threads)
         self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.cpu = self.device.type == "cpu"
         self.model = load_trained(model_dir, manifest).to(self.device)
         if self.device.type == "cuda":  # fixed input size: let cuDNN pick its fastest kernels
             torch.backends.cudnn.benchmark = True
             self.model = self.model.to(memory_format=torch.channels_last)
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
+    def logits(self, batch: np.ndarray, all_cores: bool = False) -> np.ndarray:
         with self.torch.inference_mode():
             inputs = self.torch.from_numpy(batch).to(self.device, non_blocking=True)
             if self.device.type == "cuda":
@@ -191,11 +156,14 @@ class Predictor:
         self.max_pixels = max_pixels
         self.precision = precision
         self.metrics = None  # serve/metrics.py once the app serves it (its decoded, inferred)
-        self._logits = self._run
+        self.batcher = None
         if batch_images > 1:
             from serve.batching import Batcher
 
-            self._logits = Batcher(self._run, batch_images, batch_wait_s)
+            self.batcher = Batcher(self._run, batch_images, batch_wait_s)
+        # The network runs within the request's turn on the cores (serve/cores.py) when it runs
+        # on them and on the request's own thread; on a GPU, or in the batcher's thread, after.
+        self.network_in_turn = backend.cpu and self.batcher is None
 
     def model_info(self) -> dict:
         return {"name": self.manifest.name, "version": self.manifest.version,
@@ -227,13 +195,21 @@ class Predictor:
             raise BadImage(f"the image could not be decoded ({type(e).__name__}: {e}): is it a "
                            "complete, valid image file?") from None
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return softmax(self._logits(batch))
+    def probabilities(self, batch: np.ndarray, turn: Turn | None = None) -> np.ndarray:
+        """turn: the request's hold on the cores, to run on all of them when it is alone."""
+        if self.batcher is not None:
+            return softmax(self.batcher(batch))
+        if turn is not None and turn.take_all():
+            try:
+                return softmax(self._run(batch, all_cores=True))
+            finally:
+                turn.give_back()
+        return softmax(self._run(batch))
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray, all_cores: bool = False) -> np.ndarray:
         """One network run (with batching, over several requests' images)."""
         started = time.perf_counter()
-        logits = self.backend.logits(batch)
+        logits = self.backend.logits(batch, all_cores)
         if self.metrics:
             self.metrics.inferred(time.perf_counter() - started, len(batch), self.precision)
         return logits
@@ -245,14 +221,34 @@ class Predictor:
                  "probability": round(float(probabilities[i]), 6)} for i in best]
 
     def predict(self, images: list[bytes], k: int) -> list[list[dict]]:
-        """Top-k of each image; BadImage names the failing image's index in a batch."""
-        inputs = []
-        for index, image in enumerate(images):
-            try:
-                inputs.append(self.decode(image))
-            except BadImage as e:
-                raise BadImage(f"images[{index}]: {e}" if len(images) > 1 else str(e)) from None
-        return [self.top_k(p, k) for p in self.probabilities(np.stack(inputs))]
+        """Top-k of each image; BadImage, naming the failing image's index in a batch, stops it
+        before the network runs."""
+        return self.classify(images, k, strict=True)
+
+    def classify(self, images: list[bytes], k: int,
+                 strict: bool = False) -> list[list[dict] | BadImage]:
+        """Top-k of each image, or the BadImage that says why it has none (strict: raised)."""
+        answers: list = []
+        with CORES.turn() as turn:
+            for index, image in enumerate(images):
+                try:
+                    answers.append(self.decode(image))
+                except BadImage as e:
+                    if strict:
+                        raise BadImage(f"images[{index}]: {e}" if len(images) > 1
+                                       else str(e)) from None
+                    answers.append(e)
+            good = [i for i, a in enumerate(answers) if not isinstance(a, BadImage)]
+            if not good:
+                return answers
+            batch = np.stack([answers[i] for i in good])
+            if self.network_in_turn:
+                probabilities = self.probabilities(batch, turn)
+        if not self.network_in_turn:
+            probabilities = self.probabilities(batch)
+        for i, p in zip(good, probabilities):
+            answers[i] = self.top_k(p, k)
+        return answers
 
 
 def _probe_image(size: int) -> bytes:
@@ -266,9 +262,9 @@ def _probe_image(size: int) -> bytes:
 def load_predictor(model_dir: Path, backend: str = "auto", threads: int = 1,
                    max_pixels: int | None = None, *, precision: str = "auto",
                    batch_images: int | None = None, batch_wait_s: float = 0.005) -> Predictor:
-    """batch_images: the most images one network run may gather from concurrent requests
-    (None: 8 for PyTorch on a GPU, else 1, no batching)."""
-    """Load the model folder and prove it works with a warm-up prediction; raise if it does not."""
+    """Load the model folder and prove it works with a warm-up prediction; raise if it does not.
+    batch_images: the most images one network run may gather from concurrent requests (None: 8
+    for PyTorch on a GPU, else 1, no batching)."""
     started, model_dir = time.perf_counter(), Path(model_dir)
     manifest = read_manifest(model_dir)
     chosen = choose_backend(model_dir, backend)
@@ -289,10 +285,13 @@ def load_predictor(model_dir: Path, backend: str = "auto", threads: int = 1,
         batch_images = 8 if str(engine.device) != "cpu" else 1
     predictor = Predictor(manifest, engine, max_pixels, numbers, batch_images, batch_wait_s)
     probe = _probe_image(max(manifest.preprocessing.resize_size, 32))
-    probabilities = predictor.probabilities(predictor.decode(probe)[None])
-    if probabilities.shape != (1, manifest.num_classes) or not np.isfinite(probabilities).all():
+    warm_up = predictor.decode(probe)[None]
+    # as a request beside others, then as a lone one (ONNX Runtime's two sessions)
+    probabilities = np.concatenate([predictor.probabilities(warm_up),
+                                    softmax(engine.logits(warm_up, all_cores=True))])
+    if probabilities.shape[1:] != (manifest.num_classes,) or not np.isfinite(probabilities).all():
         raise ArtifactError(
-            f"warm-up prediction gave shape {probabilities.shape} (finite: "
+            f"warm-up prediction gave {probabilities.shape[1]} class scores (finite: "
             f"{bool(np.isfinite(probabilities).all())}); the manifest lists "
             f"{manifest.num_classes} classes: the model files do not match the manifest")
     log.info("model %s %s (%s, %d classes) on %s/%s in %s (%s), %d thread(s), %s: ready in "

@@ -21,7 +21,8 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 
 from artifact.manifest import ArtifactError, read_manifest
-from serve.predictor import MACHINE, choose_backend
+from serve.cores import CORES
+from serve.predictor import choose_backend
 from serve.settings import Settings, SettingsError, visible_gpus
 
 log = logging.getLogger("serve")
@@ -43,6 +44,7 @@ class Server(BaseApplication):
         from serve.predictor import load_predictor
 
         s = self.settings
+        CORES.configure(s.parallel_requests)
         if s.multi_model:  # models come and go through the /models API; threads share them
             from serve.models import ModelStore
 
@@ -78,19 +80,19 @@ def worker_user(name: str) -> dict:
 
 
 def post_fork(gpus: list[str]):
-    """In each new worker, before it loads anything: its cell of the machine's prediction count,
-    and on GPUs one GPU, in turn (before it initialises CUDA)."""
+    """In each new worker, before it loads anything: its cell of the machine's count of requests
+    (serve/cores.py), and on GPUs one GPU, in turn (before it initialises CUDA)."""
     def hook(server, worker):
-        MACHINE.use_slot(worker.age)
+        CORES.use_cell(worker.age)
         if gpus:
             os.environ["CUDA_VISIBLE_DEVICES"] = gpus[(worker.age - 1) % len(gpus)]
     return hook
 
 
 def child_exit(server, worker):
-    """In the master: a worker that died mid-prediction no longer counts as running one, and
-    its live gauges no longer count in /metrics."""
-    MACHINE.clear(worker.age)
+    """In the master: the requests of a worker that died no longer count as in flight, and its
+    live gauges no longer count in /metrics."""
+    CORES.clear(worker.age)
     if os.environ.get(METRICS_DIR):
         from serve import metrics  # prometheus-client's mode is set by now (metrics_folder)
 
@@ -141,10 +143,9 @@ def main(argv: list[str]) -> int:
         settings = Settings.from_environment()
         metrics_folder()
         if settings.multi_model:
-            log.info("multi-model endpoint: models load on POST /models; %d request thread(s) x "
-                     "%d thread(s) per prediction, a memory budget of %.0f MiB, port %d",
-                     settings.request_threads, settings.intra_op_threads,
-                     settings.model_memory_bytes / 2**20, settings.port)
+            log.info("multi-model endpoint: models load on POST /models; %s, a memory budget of "
+                     "%.0f MiB, port %d", settings.layout(), settings.model_memory_bytes / 2**20,
+                     settings.port)
             Server(settings, gunicorn_options(settings)).run()
             return 0
         # Cheap checks here, so a wrong folder fails with one clear line instead of per worker.
@@ -156,11 +157,9 @@ def main(argv: list[str]) -> int:
     except (SettingsError, ArtifactError) as e:
         log.error("cannot serve: %s", e)
         return 1
-    log.info("serving %s (%d classes) from %s with %s: %d worker(s) x %d request thread(s) x %d "
-             "thread(s) per prediction%s on port %d", manifest.name, manifest.num_classes,
-             settings.model_dir, backend, settings.workers, settings.request_threads,
-             settings.intra_op_threads, f", GPUs {','.join(gpus)}" if gpus else "",
-             settings.port)
+    log.info("serving %s (%d classes) from %s with %s: %s%s on port %d", manifest.name,
+             manifest.num_classes, settings.model_dir, backend, settings.layout(),
+             f", GPUs {','.join(gpus)}" if gpus else "", settings.port)
     Server(settings, gunicorn_options(settings, gpus)).run()
     return 0
 

@@ -49,8 +49,9 @@ class Settings:
     model_dir: Path = Path("/opt/ml/model")  # BYOC_MODEL_DIR; SageMaker unpacks model.tar.gz here
     port: int = 8080  # SAGEMAKER_BIND_TO_PORT
     workers: int = 1  # SAGEMAKER_MODEL_SERVER_WORKERS; default: one, or one per GPU (torch)
-    intra_op_threads: int = 1  # BYOC_THREADS_PER_WORKER: threads one prediction uses
-    request_threads: int = 2  # BYOC_REQUEST_THREADS: requests a worker serves at once
+    intra_op_threads: int = 1  # BYOC_THREADS_PER_WORKER: threads of a lone request's network
+    parallel_requests: int = 1  # BYOC_PARALLEL_REQUESTS: requests a worker computes at once
+    request_threads: int = 32  # BYOC_REQUEST_THREADS: requests a worker holds at once
     timeout_s: int = 60  # SAGEMAKER_MODEL_SERVER_TIMEOUT; SageMaker's own limit is 60 s
     backend: str = "auto"  # BYOC_BACKEND: auto (ONNX Runtime when possible), onnx, torch
     precision: str = "auto"  # BYOC_PRECISION: auto (int8 when it passed its gate), fp32, int8
@@ -70,16 +71,23 @@ class Settings:
 
     @property
     def concurrency(self) -> int:
-        """Requests the server works on at once: what batch transform may send in parallel."""
-        return self.workers * self.request_threads
+        """What batch transform may send in parallel: a request computing on each core the
+        server uses, and one more ready to start there, read and parsed."""
+        return self.workers * 2 * self.parallel_requests
+
+    def layout(self) -> str:
+        """How the server spreads requests over the machine, in words (logs, benches)."""
+        return (f"{self.workers} worker(s) x {self.request_threads} request threads, "
+                f"{self.parallel_requests} computing at once (one per core), a lone request's "
+                f"network on {self.intra_op_threads} thread(s)")
 
     @classmethod
     def from_environment(cls, env: dict[str, str] | None = None, gpus: int = 0) -> "Settings":
         """One worker process by default, whose request threads share one model (ONNX Runtime
         and PyTorch release the GIL, and so does Pillow's decoding): a lone request runs on
-        every core, and concurrent ones share them, in one copy of the model's memory. gpus:
-        GPUs the PyTorch backend will use; then one worker per GPU (each holds a CUDA context
-        and its own copy of the model)."""
+        every core, and concurrent ones take a core each, in arrival order (serve/cores.py), in
+        one copy of the model's memory. gpus: GPUs the PyTorch backend will use; then one worker
+        per GPU (each holds a CUDA context and its own copy of the model)."""
         env = os.environ if env is None else env
 
         def number(name: str, default: float, minimum: float, kind=int):
@@ -118,10 +126,13 @@ class Settings:
             model_dir=Path(env.get("BYOC_MODEL_DIR") or cls.model_dir),
             port=number("SAGEMAKER_BIND_TO_PORT", cls.port, 1),
             workers=workers,
-            # A prediction that runs alone on the machine uses every core (serve/predictor.py);
-            # twice as many requests as cores overlap one's decoding with another's network.
+            # A request alone on the machine runs its network on every core; under load, each
+            # core computes one request at a time (serve/cores.py). Many more request threads
+            # than cores, so that requests wait for a core in arrival order, and a /ping never
+            # waits behind them (a thread waiting holds little more than its request's body).
             intra_op_threads=number("BYOC_THREADS_PER_WORKER", cpus, 1),
-            request_threads=number("BYOC_REQUEST_THREADS", 2 * cores, 1),
+            parallel_requests=number("BYOC_PARALLEL_REQUESTS", cores, 1),
+            request_threads=number("BYOC_REQUEST_THREADS", max(32, 8 * cores), 1),
             timeout_s=number("SAGEMAKER_MODEL_SERVER_TIMEOUT", cls.timeout_s, 1),
             backend=backend,
             precision=precision,

@@ -235,12 +235,13 @@ def test_the_model_folder_is_all_the_server_reads(trained_model, tmp_path):
 # Batch transform: execution parameters and multi-record (SplitType Line) requests.
 
 def test_execution_parameters_fit_the_server(predictor, trained_model):
-    """The requests the workers' threads take at once, however many threads a prediction uses."""
-    settings = Settings(model_dir=trained_model, workers=2, request_threads=3,
-                        intra_op_threads=4, max_payload_bytes=1024 * 1024)
+    """Two requests per core the workers compute on: one computing, one read and ready; however
+    many request threads wait, and however many threads a lone request's network uses."""
+    settings = Settings(model_dir=trained_model, workers=2, parallel_requests=3,
+                        request_threads=32, intra_op_threads=4, max_payload_bytes=1024 * 1024)
     client = create_app(settings, predictor=predictor).test_client()
     body = client.get("/execution-parameters").get_json()
-    assert body == {"MaxConcurrentTransforms": 6, "BatchStrategy": "MULTI_RECORD",
+    assert body == {"MaxConcurrentTransforms": 12, "BatchStrategy": "MULTI_RECORD",
                     "MaxPayloadInMB": 1}
 
 

@@ -100,7 +100,7 @@ def test_a_manifest_that_does_not_match_the_weights_fails_the_warm_up(model_copy
     manifest = json.loads((model_copy / "manifest.json").read_text())
     manifest["classes"].append("999.Extra")
     (model_copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match="warm-up prediction gave shape \\(1, 6\\).*7 classes"):
+    with pytest.raises(ArtifactError, match="warm-up prediction gave 6 class scores.*7 classes"):
         load_predictor(model_copy, "onnx")
 
 
@@ -117,25 +117,31 @@ def test_a_corrupt_onnx_file_fails_to_load(model_copy, file, precision):
 
 
 def test_one_worker_whose_requests_share_the_model_and_every_core(monkeypatch):
-    """A lone request runs on every core (BYOC_THREADS_PER_WORKER), concurrent ones share them
-    (BYOC_REQUEST_THREADS gunicorn threads), in one copy of the model; batch transform is told
-    the requests the server takes at once."""
+    """A lone request's network runs on every core (BYOC_THREADS_PER_WORKER); concurrent
+    requests compute one per core (BYOC_PARALLEL_REQUESTS), on many more request threads
+    (BYOC_REQUEST_THREADS), in one copy of the model; batch transform is told two per core."""
     from serve.server import gunicorn_options
 
     monkeypatch.setattr("serve.settings.available_cpus", lambda: 8)
     for env in ({}, {"SAGEMAKER_MULTI_MODEL": "true"}):
         settings = Settings.from_environment(env)
-        assert (settings.workers, settings.request_threads, settings.intra_op_threads) == (1, 16, 8)
+        assert (settings.workers, settings.parallel_requests, settings.request_threads,
+                settings.intra_op_threads) == (1, 8, 64, 8)
         options = gunicorn_options(settings)
         assert (options["worker_class"], options["threads"], options["workers"]) == (
-            "gthread", 16, 1)
+            "gthread", 64, 1)
         assert settings.concurrency == 16
-    settings = Settings.from_environment({"BYOC_REQUEST_THREADS": "2",
-                                          "BYOC_THREADS_PER_WORKER": "4"})
-    assert (settings.request_threads, settings.intra_op_threads, settings.concurrency) == (2, 4, 2)
+    monkeypatch.setattr("serve.settings.available_cpus", lambda: 2)
+    assert Settings.from_environment({}).request_threads == 32  # at least 32
+    monkeypatch.setattr("serve.settings.available_cpus", lambda: 8)
+    settings = Settings.from_environment({"BYOC_REQUEST_THREADS": "2", "BYOC_PARALLEL_REQUESTS":
+                                          "3", "BYOC_THREADS_PER_WORKER": "4"})
+    assert (settings.request_threads, settings.parallel_requests, settings.intra_op_threads,
+            settings.concurrency) == (2, 3, 4, 6)
     assert gunicorn_options(settings)["threads"] == 2
     two = Settings.from_environment({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})  # cores split
-    assert (two.workers, two.request_threads, two.intra_op_threads, two.concurrency) == (2, 8, 8, 16)
+    assert (two.workers, two.parallel_requests, two.request_threads, two.intra_op_threads,
+            two.concurrency) == (2, 4, 32, 8, 16)
     sync = Settings.from_environment({"BYOC_REQUEST_THREADS": "1"})
     assert gunicorn_options(sync)["worker_class"] == "sync"
     settings = Settings.from_environment({
@@ -174,7 +180,8 @@ def test_pytorch_on_gpus_gets_one_worker_per_gpu_and_each_worker_its_own(monkeyp
 
     monkeypatch.setattr("serve.settings.available_cpus", lambda: 8)
     settings = Settings.from_environment({}, gpus=2)
-    assert (settings.workers, settings.intra_op_threads, settings.request_threads) == (2, 8, 8)
+    assert (settings.workers, settings.intra_op_threads, settings.parallel_requests,
+            settings.request_threads) == (2, 8, 4, 32)
     explicit = Settings.from_environment({"SAGEMAKER_MODEL_SERVER_WORKERS": "4"}, gpus=2)
     assert explicit.workers == 4
     options = gunicorn_options(settings, ["0", "1"])
@@ -189,12 +196,11 @@ def test_pytorch_on_gpus_gets_one_worker_per_gpu_and_each_worker_its_own(monkeyp
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "untouched"
 
 
-def test_a_lone_prediction_gets_every_core_and_concurrent_ones_a_thread_each(trained_model):
-    """Which ONNX Runtime session runs a prediction follows the machine's count of predictions
-    running, also those of other worker processes (forked, as gunicorn forks them)."""
-    import multiprocessing
-
-    from serve.predictor import MACHINE
+def test_a_lone_request_runs_on_every_core_and_one_beside_others_on_its_own_thread(trained_model):
+    """Which ONNX Runtime session a request's network runs on follows the machine's count of
+    requests (serve/cores.py, tested there across processes): the all-cores one for a request
+    alone, the single-threaded one for a request beside another, holding or waiting for a core."""
+    from serve.cores import CORES
 
     predictor = load_predictor(trained_model, "onnx", 2, precision="fp32")
     backend = predictor.backend
@@ -203,49 +209,14 @@ def test_a_lone_prediction_gets_every_core_and_concurrent_ones_a_thread_each(tra
         session = getattr(backend, name)
         setattr(backend, name, type("Spy", (), {"run": lambda self, *a, s=session, n=name: (
             used.append(n), s.run(*a))[1]})())
-    batch = predictor.decode(_probe_png())[None]
-    alone = backend.logits(batch)
-    with MACHINE.running():  # another request thread's prediction
-        beside = backend.logits(batch)
+    image = _probe_png()
+    alone = predictor.predict([image], 3)
+    with CORES.turn():  # another request thread's request
+        beside = predictor.predict([image], 3)
     assert used == ["alone", "beside"]
-    np.testing.assert_allclose(alone, beside, atol=1e-5)
-
-    started, release = multiprocessing.Event(), multiprocessing.Event()
-
-    def other_worker():
-        MACHINE.use_slot(7)
-        with MACHINE.running():
-            started.set()
-            release.wait(30)
-
-    child = multiprocessing.get_context("fork").Process(target=other_worker)
-    child.start()
-    assert started.wait(30)
-    backend.logits(batch)
-    release.set()
-    child.join(30)
-    assert used[-1] == "beside"
-    def dying_worker():
-        MACHINE.use_slot(8)
-        with MACHINE.running():
-            started.set()
-            time.sleep(60)
-
-    started.clear()
-    child = multiprocessing.get_context("fork").Process(target=dying_worker)
-    child.start()
-    assert started.wait(30)
-    child.kill()  # killed mid-prediction (a timed-out worker)
-    child.join(30)
-    backend.logits(batch)
-    assert used[-1] == "beside"
-    from types import SimpleNamespace
-
-    from serve.server import gunicorn_options
-
-    gunicorn_options(Settings())["child_exit"](None, SimpleNamespace(age=8))  # in the master
-    backend.logits(batch)
-    assert used[-1] == "alone"
+    assert [p["label"] for p in alone[0]] == [p["label"] for p in beside[0]]
+    for a, b in zip(alone[0], beside[0]):
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
 
 
 def _probe_png() -> bytes:

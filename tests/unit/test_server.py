@@ -120,3 +120,37 @@ def test_metrics_add_up_across_worker_processes(trained_model, small_data_master
                   for family in text_string_to_metric_families(text)
                   for s in family.samples if s.name == "byoc_requests_total"}
         assert counts[("200", "/invocations")] == 30 and counts[("400", "/invocations")] == 10
+
+
+def test_a_ping_answers_at_once_while_invocations_queue_for_the_cores(trained_model, phone_photo,
+                                                                       tmp_path):
+    """SageMaker pings a busy endpoint too: a /ping must not wait behind the invocations queued
+    for the cores (serve/cores.py), which wait in arrival order, each answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    log_file = open(tmp_path / "server.log", "w+")
+    process, url = start(trained_model, output=log_file, SAGEMAKER_MODEL_SERVER_WORKERS="1",
+                         BYOC_PARALLEL_REQUESTS="1")
+    photo = phone_photo["baseline"]  # decodes in about 0.1 s: 16 of them queue for a while
+    finished = []
+
+    def invoke(_) -> int:
+        status = requests.post(f"{url}/invocations", data=photo, timeout=60,
+                               headers={"Content-Type": "image/jpeg"}).status_code
+        finished.append(time.perf_counter())
+        return status
+
+    try:
+        wait_ready(process, url, log_file)
+        with ThreadPoolExecutor(16) as pool:
+            statuses = pool.map(invoke, range(16))
+            time.sleep(0.3)  # all sent, most waiting for the core
+            ping = requests.get(f"{url}/ping", timeout=30)
+            pinged, done_then = time.perf_counter(), len(finished)
+            statuses = list(statuses)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert ping.status_code == 200 and statuses == [200] * 16
+    assert done_then <= 8, f"/ping waited until {done_then} of 16 invocations were answered"
+    assert max(finished) - pinged > 0.5  # the queue was still long when /ping answered
