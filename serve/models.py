@@ -17,11 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from artifact.manifest import ONNX_FILE, WEIGHTS_FILE, ArtifactError
+from artifact.manifest import ArtifactError
+from serve.predictor import plan
 
-# Resident memory of a loaded model against the size of its weights file, measured on ResNet-18/50
-# with ONNX Runtime (session, arena, warm-up): about 1.3-1.5x. Estimates err high.
+# Resident memory of one copy of a loaded network (serve/predictor.py Plan.sessions) against its
+# weights file, measured on ResNet-18/50 in fp32 and int8 with ONNX Runtime (session, prepacked
+# weights, arena, warm-up), for one more model in a process that holds one: 1.4-1.9x the file
+# in fp32 (malloc makes it vary), 1.5-1.9x in int8. Estimates err high (tested).
 MEMORY_PER_WEIGHT_BYTE = 1.6
+MEMORY_PER_SESSION = 16 * 2**20
 
 
 class StoreError(Exception):
@@ -57,20 +61,24 @@ class Loaded:
     loaded_at: float
 
 
-def estimated_memory(model_dir: Path) -> int:
-    """Bytes a loaded model will hold, from its weights file (ONNX when there, else safetensors)."""
-    for name in (ONNX_FILE, WEIGHTS_FILE):
-        if (model_dir / name).is_file():
-            return int((model_dir / name).stat().st_size * MEMORY_PER_WEIGHT_BYTE)
-    return 0
+def estimated_memory(model_dir: Path, backend: str = "auto", precision: str = "auto",
+                     threads: int = 1) -> int:
+    """Bytes the model will hold once loaded: of the weights file it will serve (int8 or fp32,
+    serve/predictor.py plan), once per copy of the network in memory."""
+    chosen = plan(model_dir, backend, precision)
+    per_copy = chosen.file.stat().st_size * MEMORY_PER_WEIGHT_BYTE + MEMORY_PER_SESSION
+    return int(chosen.sessions(threads) * per_copy)
 
 
 class ModelStore:
     def __init__(self, budget_bytes: int, load: Callable[[Path], object],
-                 root: Path = Path("/opt/ml/models")):
+                 root: Path = Path("/opt/ml/models"),
+                 estimate: Callable[[Path], int] = estimated_memory):
+        """load: a model folder to a predictor; estimate: the bytes it will hold, before."""
         self.budget_bytes = budget_bytes
         self.root = root
         self._load = load
+        self._estimate = estimate
         self._models: dict[str, Loaded] = {}
         self._loading: dict[str, int] = {}  # name -> bytes reserved while it loads
         self._changed = threading.Condition()
@@ -100,7 +108,10 @@ class ModelStore:
                                   "first to load it again")
             if not model_dir.is_dir():
                 raise ModelNotFound(f"no model folder at {url} for model {name!r}")
-            need = estimated_memory(model_dir)
+            try:
+                need = self._estimate(model_dir)
+            except (ArtifactError, OSError) as e:
+                raise LoadFailed(f"model {name!r} at {url} could not be loaded: {e}") from None
             if self.used_bytes + need > self.budget_bytes:
                 raise InsufficientMemory(
                     f"model {name!r} needs about {need / 2**20:.0f} MiB; {len(self._models)} "

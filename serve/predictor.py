@@ -9,6 +9,7 @@ import importlib.util
 import io
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,33 @@ def choose_precision(model_dir: Path, manifest: Manifest, backend: str,
     if int8["passed"]:
         return "int8", figures
     return "fp32", f"the int8 copy failed its gate ({INT8_GATE}): {figures}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What load_predictor serves from a model folder, decided before anything loads."""
+    manifest: Manifest
+    backend: str  # onnx or torch
+    precision: str  # fp32 or int8
+    why: str  # the precision's reason, for the log
+    file: Path  # the weights it loads
+
+    def sessions(self, threads: int) -> int:
+        """Copies of the network in memory: ONNX Runtime keeps one on every core and a
+        single-threaded one (OnnxBackend)."""
+        return 2 if self.backend == "onnx" and threads > 1 else 1
+
+
+def plan(model_dir: Path, backend: str = "auto", precision: str = "auto") -> Plan:
+    """ArtifactError, saying what to change, when the folder cannot be served so."""
+    manifest = read_manifest(model_dir)
+    chosen = choose_backend(model_dir, backend)
+    numbers, why = choose_precision(model_dir, manifest, chosen, precision)
+    if chosen == "torch":
+        file = WEIGHTS_FILE
+    else:
+        file = manifest.precisions["int8"]["file"] if numbers == "int8" else ONNX_FILE
+    return Plan(manifest, chosen, numbers, why, model_dir / file)
 
 
 class OnnxBackend:
@@ -266,21 +294,19 @@ def load_predictor(model_dir: Path, backend: str = "auto", threads: int = 1,
     batch_images: the most images one network run may gather from concurrent requests (None: 8
     for PyTorch on a GPU, else 1, no batching)."""
     started, model_dir = time.perf_counter(), Path(model_dir)
-    manifest = read_manifest(model_dir)
-    chosen = choose_backend(model_dir, backend)
-    numbers, why = choose_precision(model_dir, manifest, chosen, precision)
+    chosen = plan(model_dir, backend, precision)
+    manifest, numbers = chosen.manifest, chosen.precision
     try:
-        if chosen == "onnx":
-            file = manifest.precisions["int8"]["file"] if numbers == "int8" else ONNX_FILE
-            engine = OnnxBackend(model_dir, threads, file)
+        if chosen.backend == "onnx":
+            engine = OnnxBackend(model_dir, threads, chosen.file.name)
         else:
             engine = TorchBackend(model_dir, manifest, threads)
     except PermissionError as e:
         raise ArtifactError(f"cannot read the model ({e}): make its files world-readable, or set "
                             "BYOC_SERVER_USER=root") from None
     except Exception as e:  # a damaged file: say which backend and folder, and what to do
-        raise ArtifactError(f"cannot load the {chosen} model in {model_dir} ({e}): is the "
-                            "model.tar.gz complete? Re-upload it or retrain") from None
+        raise ArtifactError(f"cannot load the {chosen.backend} model in {model_dir} ({e}): is "
+                            "the model.tar.gz complete? Re-upload it or retrain") from None
     if batch_images is None:
         batch_images = 8 if str(engine.device) != "cpu" else 1
     predictor = Predictor(manifest, engine, max_pixels, numbers, batch_images, batch_wait_s)
@@ -296,7 +322,7 @@ def load_predictor(model_dir: Path, backend: str = "auto", threads: int = 1,
             f"{manifest.num_classes} classes: the model files do not match the manifest")
     log.info("model %s %s (%s, %d classes) on %s/%s in %s (%s), %d thread(s), %s: ready in "
              "%.2f s", manifest.name, manifest.version, manifest.architecture,
-             manifest.num_classes, engine.name, engine.device, numbers, why, threads,
+             manifest.num_classes, engine.name, engine.device, numbers, chosen.why, threads,
              f"batches of up to {batch_images} images within {1000 * batch_wait_s:g} ms"
              if batch_images > 1 else "no batching", time.perf_counter() - started)
     return predictor

@@ -46,12 +46,14 @@ class Server(BaseApplication):
         s = self.settings
         CORES.configure(s.parallel_requests)
         if s.multi_model:  # models come and go through the /models API; threads share them
-            from serve.models import ModelStore
+            from serve.models import ModelStore, estimated_memory
 
             store = ModelStore(s.model_memory_bytes,
                                lambda path: load_predictor(path, s.backend, s.intra_op_threads,
                                                           s.max_pixels, **predictor_options(s)),
-                               s.models_root)
+                               s.models_root,
+                               lambda path: estimated_memory(path, s.backend, s.precision,
+                                                             s.intra_op_threads))
             return create_app(s, store=store)
         try:
             predictor = load_predictor(s.model_dir, s.backend, s.intra_op_threads, s.max_pixels,

@@ -11,7 +11,7 @@ import pytest
 
 from artifact.manifest import read_manifest
 from serve.app import create_app
-from serve.models import MEMORY_PER_WEIGHT_BYTE, ModelStore, estimated_memory
+from serve.models import ModelStore, estimated_memory
 from serve.predictor import load_predictor
 from serve.settings import Settings
 
@@ -202,10 +202,58 @@ def test_multi_model_settings():
 
 
 
-def test_the_memory_estimate_comes_from_the_weights_file(models):
-    folder = models["shapes-a"]
-    assert estimated_memory(folder) == int((folder / "model.onnx").stat().st_size
-                                           * MEMORY_PER_WEIGHT_BYTE)
+@pytest.fixture(scope="module")
+def resnet18_model(tmp_path_factory):
+    """A ResNet-18 folder (random weights, 133 classes) with its int8 copy: a real model's size."""
+    import numpy as np
+    import torch
+
+    from artifact.manifest import Manifest, Preprocessing, write_manifest
+    from artifact.network import build_network
+    from train.export import export_int8, write_artifact
+
+    folder = tmp_path_factory.mktemp("resnet18") / "model"
+    network, _ = build_network("resnet18", 133, [], 0.0)
+    manifest = Manifest(architecture="resnet18", classes=[f"{i:03d}.c" for i in range(133)],
+                        preprocessing=Preprocessing(), name="resnet18")
+    write_artifact(network, manifest, folder, torch.randn(2, 3, 224, 224))
+    batches = [np.random.default_rng(i).standard_normal((1, 3, 224, 224), np.float32)
+               for i in range(4)]
+    manifest.precisions["int8"] = export_int8(folder, batches, batches, np.zeros(4, np.int64))
+    write_manifest(folder, manifest)
+    return folder
+
+
+MEASURE = """
+import sys
+from serve.predictor import load_predictor
+def resident():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+folder, precision = sys.argv[1], sys.argv[2]
+kept = [load_predictor(folder, "onnx", 2, precision=precision)]  # the one-time costs
+before = resident()
+kept.append(load_predictor(folder, "onnx", 2, precision=precision))
+print(resident() - before)
+"""
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_memory_estimate_covers_what_a_loaded_model_holds(resnet18_model, precision):
+    """Measured in a fresh process: what one more copy of the model adds, with both of ONNX
+    Runtime's sessions (a server with 2 threads per lone request), and the file it serves."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    result = subprocess.run([sys.executable, "-c", MEASURE, str(resnet18_model), precision],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    held = int(result.stdout.split()[-1])
+    estimate = estimated_memory(resnet18_model, "onnx", precision, threads=2)
+    assert held <= estimate <= 2 * held, (held / 2**20, estimate / 2**20)  # errs high, not wildly
+    if precision == "int8":  # the int8 copy is what is served, and it is the smaller
+        assert estimate < 0.5 * estimated_memory(resnet18_model, "onnx", "fp32", threads=2)
 
 
 @pytest.fixture(scope="module")
