@@ -30,7 +30,7 @@ def measure(predictor, body: bytes, clients: int, seconds: float) -> dict:
     def client():
         while time.perf_counter() < stop:
             started = time.perf_counter()
-            predictor.probabilities(predictor.decode(body)[None])
+            predictor.predict([body], 3)
             latencies.append(time.perf_counter() - started)
 
     wall = in_threads(client, clients)

@@ -5,6 +5,7 @@ preprocessing, and model.onnx or model.safetensors. Nothing here imports train/.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import logging
@@ -257,7 +258,9 @@ class Predictor:
                  strict: bool = False) -> list[list[dict] | BadImage]:
         """Top-k of each image, or the BadImage that says why it has none (strict: raised)."""
         answers: list = []
-        with CORES.turn() as turn:
+        # with batching, a batch being gathered waits for this request while it decodes
+        decoding = self.batcher.decoding() if self.batcher else contextlib.nullcontext()
+        with decoding, CORES.turn() as turn:
             for index, image in enumerate(images):
                 try:
                     answers.append(self.decode(image))

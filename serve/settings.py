@@ -59,8 +59,8 @@ class Settings:
     max_pixels: int = 50_000_000  # BYOC_MAX_PIXELS; decoded per image; see from_environment
     max_batch_images: int = 16  # BYOC_MAX_BATCH_IMAGES; per application/json request
     # BYOC_DYNAMIC_BATCH: the most images one network run gathers from concurrent requests;
-    # 0: 8 for PyTorch on a GPU, else no batching. BYOC_DYNAMIC_BATCH_WAIT_MS: how long the
-    # first waits for others.
+    # 0: 8 for PyTorch on a GPU, else no batching. BYOC_DYNAMIC_BATCH_WAIT_MS: the longest the
+    # first waits for others, while another request is decoding (serve/batching.py).
     dynamic_batch: int = 0
     dynamic_batch_wait_s: float = 0.005
     default_top_k: int = 3  # BYOC_DEFAULT_TOP_K; a request may ask for another with top_k=N
