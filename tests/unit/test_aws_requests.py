@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -33,14 +34,16 @@ def test_upload_refuses_a_folder_without_splits(aws, tmp_path):
 
 
 class Sent(dict):
-    """Requests by operation name; answers: stand-in responses for APIs moto does not have."""
+    """Requests by operation name; answers: stand-in responses (or functions of the request) for
+    APIs moto does not have. Model Monitor's: an endpoint has no schedules unless a test says so."""
 
     def __init__(self):
         super().__init__()
-        self.answers: dict[str, dict] = {}
+        self.answers: dict[str, dict | Callable[[dict], dict]] = {
+            "ListMonitoringSchedules": {"MonitoringScheduleSummaries": []}}
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def sent(monkeypatch) -> Sent:
     """The parameters of every SageMaker API call the scripts make, by operation name, as
     botocore is about to send them (whichever session the script made)."""
@@ -52,8 +55,11 @@ def sent(monkeypatch) -> Sent:
     def recording_call(client, operation_name, params):
         if client.meta.service_model.service_name == "sagemaker":
             calls.setdefault(operation_name, []).append(params)
-            if operation_name in calls.answers:  # an API moto lacks: a stand-in answer
-                return calls.answers[operation_name]
+            answer = calls.answers.get(operation_name)  # an API moto lacks: a stand-in
+            if callable(answer):
+                return answer(params)
+            if answer is not None:
+                return answer
         return real_call(client, operation_name, params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", recording_call)
@@ -474,7 +480,8 @@ def test_a_bad_hyperparameter_stops_the_pipeline_before_anything_is_sent(aws, se
     assert "CreatePipeline" not in sent
 
 
-def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(aws, sent):
+def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(aws, sent,
+                                                                              monkeypatch):
     """CreateMonitoringSchedule as the SDK's ModelMonitor sends it (moto has no Model Monitor:
     the request is checked and answered by a stand-in)."""
     from scripts import sagemaker_monitor
@@ -507,5 +514,28 @@ def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(
     with pytest.raises(SystemExit, match="dogs-blind captures no traffic"):
         sagemaker_monitor.main(["--role", ROLE, "create", "--endpoint-name", "dogs-blind",
                                 "--output", "s3://data/monitoring"])
-    for name in ("dogs-watched", "dogs-blind"):
-        sagemaker_cleanup.delete_endpoint(session, name)
+    # Cleanup deletes the endpoint's schedule and waits until SageMaker no longer knows it.
+    from botocore.exceptions import ClientError
+
+    sent.answers["ListMonitoringSchedules"] = {"MonitoringScheduleSummaries": [
+        {"MonitoringScheduleName": "dogs-watched-image-drift", "EndpointName": "dogs-watched"}]}
+    sent.answers["DeleteMonitoringSchedule"] = {}
+    still_there = [{"MonitoringScheduleStatus": "Stopped"}]  # one answer before it is gone
+
+    def describe(params):
+        if still_there:
+            return still_there.pop()
+        raise ClientError({"Error": {"Code": "ResourceNotFound", "Message": "no schedule"}},
+                          "DescribeMonitoringSchedule")
+
+    sent.answers["DescribeMonitoringSchedule"] = describe
+    monkeypatch.setattr(sagemaker_cleanup.time, "sleep", lambda seconds: None)
+    deleted = sagemaker_cleanup.delete_endpoint(session, "dogs-watched")
+    assert sent["ListMonitoringSchedules"][-1] == {"EndpointName": "dogs-watched"}
+    assert sent["DeleteMonitoringSchedule"] == [
+        {"MonitoringScheduleName": "dogs-watched-image-drift"}]
+    assert len(sent["DescribeMonitoringSchedule"]) == 2  # asked again until it was gone
+    assert deleted[0] == "monitoring schedule dogs-watched-image-drift"
+    assert "endpoint dogs-watched" in deleted
+    sent.answers["ListMonitoringSchedules"] = {"MonitoringScheduleSummaries": []}
+    sagemaker_cleanup.delete_endpoint(session, "dogs-blind")
