@@ -11,7 +11,10 @@ statistics.json (Model Monitor's names) and drift_report.html to --out.
 As a SageMaker Model Monitor custom monitoring schedule, the training image runs this with no
 arguments: the capture folder, output folder and window come from Model Monitor's environment
 (dataset_source, output_path, start_time, end_time) and the model from BYOC_MODEL_DATA
-(scripts/sagemaker_monitor.py sets it).
+(scripts/sagemaker_monitor.py sets it). With publish_cloudwatch_metrics=Enabled, it also writes
+CloudWatch metrics where Model Monitor publishes them from (/opt/ml/output/metrics/cloudwatch):
+per check feature_baseline_drift_<feature> (1 when violated), and images_compared and
+violations, with the Endpoint and MonitoringSchedule dimensions.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +39,7 @@ from scripts.progress import track
 log = logging.getLogger("monitor")
 MIN_WINDOW = 30  # below this a window is compared, with a warning: tests have little power
 FAILURE_MESSAGE = Path("/opt/ml/output/message")  # a processing job's failure reason
+CLOUDWATCH_METRICS = Path("/opt/ml/output/metrics/cloudwatch/cloudwatch_metrics.jsonl")
 
 
 class MonitorError(Exception):
@@ -154,6 +159,21 @@ def monitor(capture: str, model: str, out: Path, since=None, until=None) -> dict
     return summary
 
 
+def cloudwatch_metrics(summary: dict, environ) -> list[dict]:
+    """The window's figures in Model Monitor's custom-container metrics format (CloudWatch's
+    PutMetricData datum; the namespace is Model Monitor's), timed at the window's end."""
+    dimensions = [{"Name": name, "Value": environ[key]} for name, key in (
+        ("Endpoint", "sagemaker_endpoint_name"),
+        ("MonitoringSchedule", "sagemaker_monitoring_schedule_name")) if environ.get(key)]
+    timestamp = environ.get("end_time") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    figures = [("images_compared", summary["images"], "Count"),
+               ("violations", len(summary["violations"]), "Count")]
+    figures += [(f"feature_baseline_drift_{check['feature_name']}", int(check["violated"]), "None")
+                for check in summary["checks"]]
+    return [{"MetricName": name, "Timestamp": timestamp, "Dimensions": dimensions,
+             "Value": float(value), "Unit": unit} for name, value, unit in figures]
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -176,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             FAILURE_MESSAGE.parent.mkdir(parents=True, exist_ok=True)
             FAILURE_MESSAGE.write_text(str(e))
         return 1
+    if environ.get("publish_cloudwatch_metrics") == "Enabled":
+        CLOUDWATCH_METRICS.parent.mkdir(parents=True, exist_ok=True)
+        CLOUDWATCH_METRICS.write_text("".join(json.dumps(m) + "\n"
+                                              for m in cloudwatch_metrics(summary, environ)))
     for check in summary["checks"]:
         log.info("%s %s: %s", "VIOLATION" if check["violated"] else "ok", check["feature_name"],
                  check["description"])

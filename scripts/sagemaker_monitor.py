@@ -9,8 +9,10 @@ image, which runs `python -m monitor.run` on it against the served model's basel
 The endpoint must capture its traffic (scripts/sagemaker_deploy.py --capture). The model is the
 one the endpoint serves (its model.tar.gz, found through the endpoint, or --model-data), whose
 baseline.json training wrote. Each run writes drift.json, constraint_violations.json,
-statistics.json and drift_report.html under --output; an execution with violations ends as
-CompletedWithViolations. Run the monitor here on the same files with monitor.run --capture.
+statistics.json and drift_report.html under --output, and its figures as CloudWatch metrics
+(feature_baseline_drift_<feature>, violations, images_compared; --no-cloudwatch-metrics: not);
+an execution with violations ends as CompletedWithViolations. Run the monitor here on the same
+files with monitor.run --capture.
 """
 from __future__ import annotations
 
@@ -54,7 +56,10 @@ def create(args: argparse.Namespace, sagemaker_session) -> str:
     monitor = ModelMonitor(
         role=common.role(args), image_uri=common.image_uri("train", args, sagemaker_session),
         instance_count=1, instance_type=args.instance_type,
-        entrypoint=["python", "-m", "monitor.run"], env={"BYOC_MODEL_DATA": model_data},
+        entrypoint=["python", "-m", "monitor.run"],
+        # as the SDK's DefaultModelMonitor does with enable_cloudwatch_metrics (its default)
+        env={"BYOC_MODEL_DATA": model_data,
+             "publish_cloudwatch_metrics": "Enabled" if args.cloudwatch_metrics else "Disabled"},
         base_job_name="byoc-image-drift", max_runtime_in_seconds=args.max_runtime_s,
         sagemaker_session=sagemaker_session)
     cron = {"hourly": CronExpressionGenerator.hourly(),
@@ -78,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--schedule", choices=("hourly", "daily"), default="hourly")
     make.add_argument("--instance-type", default="ml.m5.xlarge")
     make.add_argument("--max-runtime-s", type=int, default=3600)
+    make.add_argument("--no-cloudwatch-metrics", dest="cloudwatch_metrics", action="store_false",
+                      help="do not publish each run's figures as CloudWatch metrics")
     remove = commands.add_parser("delete", help="delete the endpoint's drift schedule")
     remove.add_argument("--endpoint-name", required=True)
     args = parser.parse_args(argv)

@@ -501,7 +501,8 @@ def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(
     assert job["MonitoringAppSpecification"] == {
         "ImageUri": f"{REGISTRY}/byoc-train:latest",
         "ContainerEntrypoint": ["python", "-m", "monitor.run"]}
-    assert job["Environment"] == {"BYOC_MODEL_DATA": "s3://data/runs/job/output/model.tar.gz"}
+    assert job["Environment"] == {"BYOC_MODEL_DATA": "s3://data/runs/job/output/model.tar.gz",
+                                  "publish_cloudwatch_metrics": "Enabled"}
     [endpoint] = [i["EndpointInput"] for i in job["MonitoringInputs"]]
     assert endpoint["EndpointName"] == "dogs-watched"
     assert endpoint["LocalPath"] == "/opt/ml/processing/input/endpoint"
@@ -509,6 +510,12 @@ def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(
     assert output["S3Output"]["S3Uri"] == "s3://data/monitoring"
     assert output["S3Output"]["LocalPath"] == "/opt/ml/processing/resultdata"
     assert job["RoleArn"] == ROLE
+    assert sagemaker_monitor.main(["--role", ROLE, "create", "--endpoint-name", "dogs-watched",
+                                   "--output", "s3://data/monitoring/",
+                                   "--no-cloudwatch-metrics"]) == 0
+    quiet = sent["CreateMonitoringSchedule"][-1]["MonitoringScheduleConfig"]
+    assert quiet["MonitoringJobDefinition"]["Environment"]["publish_cloudwatch_metrics"] == (
+        "Disabled")
 
     sagemaker_deploy.deploy(deploy_args(endpoint_name="dogs-blind", autoscale_max=0), session)
     with pytest.raises(SystemExit, match="dogs-blind captures no traffic"):

@@ -194,6 +194,8 @@ def test_run_as_a_monitoring_schedule_runs_it(unchanged, model, tmp_path):
     import os
     import tarfile
 
+    from monitor import run
+
     with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as archive:
         for path in model.iterdir():
             archive.add(path, arcname=path.name)
@@ -208,12 +210,43 @@ def test_run_as_a_monitoring_schedule_runs_it(unchanged, model, tmp_path):
     for name in ("drift.json", "constraint_violations.json", "statistics.json",
                  "drift_report.html"):
         assert (tmp_path / "out" / name).is_file(), name
+    assert not run.CLOUDWATCH_METRICS.exists()  # publish_cloudwatch_metrics=Disabled
     assert json.loads((tmp_path / "out" / "drift.json").read_text())["images"] == 150
 
     env["start_time"] = "2026-12-02T10:00:00Z"  # an hour with no traffic
     result = subprocess.run([sys.executable, "-m", "monitor.run"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "holds no image to compare" in result.stderr
+
+
+def test_metrics_for_cloudwatch_when_the_schedule_publishes_them(client, drift_data, model,
+                                                                 tmp_path, monkeypatch):
+    """publish_cloudwatch_metrics=Enabled: a datum per line in Model Monitor's format, with the
+    endpoint and schedule as dimensions; Disabled (the test above): no file."""
+    from monitor import run
+
+    folder = capture_traffic(client, shifted_bodies(drift_data), tmp_path / "capture")
+    metrics_file = tmp_path / "metrics" / "cloudwatch" / "cloudwatch_metrics.jsonl"
+    monkeypatch.setattr(run, "CLOUDWATCH_METRICS", metrics_file)
+    for key, value in {"dataset_source": str(folder), "output_path": str(tmp_path / "out"),
+                       "BYOC_MODEL_DATA": str(model), "sagemaker_endpoint_name": "dogs",
+                       "sagemaker_monitoring_schedule_name": "dogs-image-drift",
+                       "end_time": "2026-12-01T11:00:00Z",
+                       "publish_cloudwatch_metrics": "Enabled"}.items():
+        monkeypatch.setenv(key, value)
+    assert run.main([]) == 0
+    data = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    by_name = {d["MetricName"]: d for d in data}
+    summary = json.loads((tmp_path / "out" / "drift.json").read_text())
+    assert by_name["images_compared"]["Value"] == summary["images"] > 0
+    assert by_name["violations"]["Value"] == len(summary["violations"]) > 0
+    assert by_name["feature_baseline_drift_brightness"]["Value"] == 1.0
+    assert len(data) == 2 + len(summary["checks"])
+    for datum in data:
+        assert datum["Timestamp"] == "2026-12-01T11:00:00Z"
+        assert datum["Dimensions"] == [{"Name": "Endpoint", "Value": "dogs"},
+                                       {"Name": "MonitoringSchedule", "Value": "dogs-image-drift"}]
+        assert set(datum) == {"MetricName", "Timestamp", "Dimensions", "Value", "Unit"}
 
 
 def test_reads_the_capture_from_s3(aws, unchanged, model, tmp_path):
