@@ -257,6 +257,8 @@ class Predictor:
     def classify(self, images: list[bytes], k: int,
                  strict: bool = False) -> list[list[dict] | BadImage]:
         """Top-k of each image, or the BadImage that says why it has none (strict: raised)."""
+        if not images:  # (a batch of records that were all unreadable): no turn to wait for
+            return []
         answers: list = []
         # with batching, a batch being gathered waits for this request while it decodes
         decoding = self.batcher.decoding() if self.batcher else contextlib.nullcontext()
@@ -315,9 +317,10 @@ def load_predictor(model_dir: Path, backend: str = "auto", threads: int = 1,
     predictor = Predictor(manifest, engine, max_pixels, numbers, batch_images, batch_wait_s)
     probe = _probe_image(max(manifest.preprocessing.resize_size, 32))
     warm_up = predictor.decode(probe)[None]
-    # as a request beside others, then as a lone one (ONNX Runtime's two sessions)
-    probabilities = np.concatenate([predictor.probabilities(warm_up),
-                                    softmax(engine.logits(warm_up, all_cores=True))])
+    probabilities = predictor.probabilities(warm_up)  # as a request beside others
+    if chosen.sessions(threads) > 1:  # and ONNX Runtime's all-cores session, as a lone request
+        probabilities = np.concatenate([probabilities,
+                                        softmax(engine.logits(warm_up, all_cores=True))])
     if probabilities.shape[1:] != (manifest.num_classes,) or not np.isfinite(probabilities).all():
         raise ArtifactError(
             f"warm-up prediction gave {probabilities.shape[1]} class scores (finite: "
