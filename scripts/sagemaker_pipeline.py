@@ -32,7 +32,8 @@ import time
 
 from scripts import common
 from scripts.sagemaker_registry import register_arguments
-from scripts.sagemaker_train import checked_hyperparameters, estimator
+from scripts.sagemaker_train import (add_sagemaker_debugging_arguments, checked_hyperparameters,
+                                     estimator)
 
 ACCURACY = "multiclass_classification_metrics.accuracy.value"  # in evaluation.json
 STEPS = ("Train", "Evaluate", "CheckAccuracy")
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--spot", action="store_true", help="managed spot training")
         command.add_argument("--max-run-s", type=int, default=24 * 3600)
         command.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+        add_sagemaker_debugging_arguments(command)
         define.append(name)
     start = commands.add_parser("start", help="start an execution")
     start.add_argument("--name", default="byoc-image-classifier")

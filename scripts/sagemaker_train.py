@@ -73,14 +73,14 @@ def checkpoint_uri(output: str, name: str) -> str:
     return f"{output.rstrip('/')}/checkpoints/{name}/"
 
 
-def debugger_settings(output: str, rule_overrides: dict | None = None) -> dict:
-    """The Estimator's Debugger arguments: the hook's collections, the built-in rules and
-    ProfilerReport with debugger/config.py's parameters (and the job's rule_parameters), and system
-    monitoring (framework profiling stays off: smdebug's is broken on torch >= 2; train/ traces
-    with torch.profiler)."""
-    from sagemaker.debugger import (
-        CollectionConfig, DebuggerHookConfig, ProfilerConfig, ProfilerRule, Rule, rule_configs,
-    )
+TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # TensorBoardOutputConfig's default
+
+
+def sagemaker_debugger_settings(output: str, rule_overrides: dict | None = None) -> dict:
+    """SageMaker Debugger (closed to new accounts since 2026-07-30): the hook's collections and
+    the ten built-in rules with debugger/config.py's parameters (and the job's rule_parameters),
+    each rule run by SageMaker in a container of its own."""
+    from sagemaker.debugger import CollectionConfig, DebuggerHookConfig, Rule, rule_configs
 
     collections = [CollectionConfig(name, {k: str(v) for k, v in params.items()})
                    for name, params in debug_config.collections().items()]
@@ -95,29 +95,84 @@ def debugger_settings(output: str, rule_overrides: dict | None = None) -> dict:
                        collections_to_save=collections)
         for name in debug_config.RULES
     ]
+    return {"debugger_hook_config": hook, "rules": rules}
+
+
+def sagemaker_profiler_settings(output: str, rule_overrides: dict | None = None) -> dict:
+    """SageMaker Profiler (ends 2027-06-30): system monitoring, and ProfilerReport with our
+    profiler rules' parameters. Framework profiling stays off (smdebug's is broken on torch >= 2;
+    the training container traces with torch.profiler itself)."""
+    from sagemaker.debugger import ProfilerConfig, ProfilerRule, rule_configs
+
+    params = debug_config.rule_parameters(rule_overrides)
     report = {f"{sagemaker_name}_{key}": value
               for ours, sagemaker_name in debug_config.SAGEMAKER_PROFILER_RULES.items()
               for key, value in params[ours].items()}
-    rules.append(ProfilerRule.sagemaker(rule_configs.ProfilerReport(**report)))
     profiler = ProfilerConfig(s3_output_path=f"{output.rstrip('/')}/profiler-output",
                               system_monitor_interval_millis=debug_config.SYSTEM_MONITOR_INTERVAL_MS)
-    return {"debugger_hook_config": hook, "rules": rules, "profiler_config": profiler}
+    return {"profiler_config": profiler,
+            "rules": [ProfilerRule.sagemaker(rule_configs.ProfilerReport(**report))]}
+
+
+def add_sagemaker_debugging_arguments(parser: argparse.ArgumentParser) -> None:
+    """The closed services, opt-in; without them every job still evaluates the rules itself and
+    writes its TensorBoard record (train/, debugger/)."""
+    parser.add_argument(
+        "--sagemaker-debugger", action="store_true",
+        help="also send SageMaker Debugger's hook and its managed rules (closed to accounts new "
+             "since 2026-07-30); the job then also writes the smdebug trial")
+    parser.add_argument(
+        "--sagemaker-profiler", action="store_true",
+        help="also send SageMaker Profiler's ProfilerConfig and ProfilerReport (the Profiler "
+             "ends on 2027-06-30)")
+
+
+def sdk_estimator(**kwargs):
+    """SDK v2's Estimator, less the ProfilerConfig {"DisableProfiler": true} that it sends when
+    profiling is off: a job without the Profiler carries no Profiler field at all."""
+    from sagemaker.estimator import Estimator
+
+    class WithoutProfilerFields(Estimator):
+        def _prepare_profiler_for_training(self):
+            super()._prepare_profiler_for_training()
+            if self.disable_profiler:
+                self.profiler_config, self.profiler_rule_configs = None, None
+
+    return WithoutProfilerFields(**kwargs)
 
 
 def estimator(args: argparse.Namespace, sagemaker_session, hyperparameters: dict,
               checkpoints: str | None = None):
     """checkpoints: the checkpoint S3 prefix of spot jobs. A hyperparameter may be a pipeline
     parameter: its default value is what is checked."""
-    from sagemaker.estimator import Estimator
+    from sagemaker.debugger import TensorBoardOutputConfig
 
     local = args.local
     rule_overrides = checked_hyperparameters(
         {k: getattr(v, "default_value", v) for k, v in hyperparameters.items()}).rule_parameters
+    # The training container evaluates the rules and writes the TensorBoard record itself, in
+    # every job; SageMaker's Debugger and Profiler only when asked (not in local mode, which
+    # runs neither).
+    debugging = {"debugger_hook_config": False, "disable_profiler": True}
+    if not local:
+        debugging["tensorboard_output_config"] = TensorBoardOutputConfig(
+            f"{args.output.rstrip('/')}/tensorboard", TENSORBOARD_LOCAL_PATH)
+        rules = []
+        if args.sagemaker_debugger:
+            settings = sagemaker_debugger_settings(args.output, rule_overrides)
+            debugging["debugger_hook_config"] = settings["debugger_hook_config"]
+            rules += settings["rules"]
+        if args.sagemaker_profiler:
+            settings = sagemaker_profiler_settings(args.output, rule_overrides)
+            debugging.update(disable_profiler=False, profiler_config=settings["profiler_config"])
+            rules += settings["rules"]
+        if rules:
+            debugging["rules"] = rules
     spot = {}
     if args.spot and not local:  # spot capacity can be taken back: resume from checkpoints
         spot = {"use_spot_instances": True, "max_wait": args.max_run_s * 2,
                 "checkpoint_s3_uri": checkpoints}
-    return Estimator(
+    return sdk_estimator(
         image_uri=common.image_uri("train", args, sagemaker_session),
         role=common.role(args),
         instance_count=args.instance_count,
@@ -128,10 +183,7 @@ def estimator(args: argparse.Namespace, sagemaker_session, hyperparameters: dict
         base_job_name="byoc-train",
         max_run=args.max_run_s,
         sagemaker_session=sagemaker_session,
-        # Local mode runs neither the Debugger's rule containers nor the profiler: the training
-        # container evaluates the same rules itself (hyperparameter debugger=on).
-        **({"debugger_hook_config": False, "disable_profiler": True} if local
-           else debugger_settings(args.output, rule_overrides)),
+        **debugging,
         **spot,
     )
 
@@ -157,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wait", action="store_true", help="start the job and return")
     parser.add_argument("--job-name", help="default: byoc-train-<timestamp>")
     add_test_channel_argument(parser)
+    add_sagemaker_debugging_arguments(parser)
     args = parser.parse_args(argv)
 
     sagemaker_session = common.session(args)

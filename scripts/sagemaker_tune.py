@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-name", default=f"byoc-tune-{time.strftime('%y%m%d-%H%M%S')}",
                         help="at most 32 characters")
     sagemaker_train.add_test_channel_argument(parser)
+    sagemaker_train.add_sagemaker_debugging_arguments(parser)
     args = parser.parse_args(argv)
     if args.local:
         parser.error("SageMaker's tuner does not run in local mode: use python -m tune.local")

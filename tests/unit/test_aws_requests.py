@@ -90,8 +90,36 @@ def test_training_job_request(aws, sent, capsys):
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
     assert channels == {"train": "s3://data/dogs/train", "valid": "s3://data/dogs/valid"}
     assert job["OutputDataConfig"]["S3OutputPath"] == "s3://data/runs"
-    # Debugger: the hook saves debugger/config.py's collections; SageMaker's rule containers
-    # judge them with the same rules and parameters the training container uses locally.
+    # An account opened today has neither SageMaker Debugger nor the Profiler: the container
+    # evaluates the rules itself and writes a TensorBoard record, which SageMaker uploads.
+    assert not CLOSED_SERVICE_FIELDS & set(job), CLOSED_SERVICE_FIELDS & set(job)
+    assert job["TensorBoardOutputConfig"] == {"S3OutputPath": "s3://data/runs/tensorboard",
+                                              "LocalPath": "/opt/ml/output/tensorboard"}
+
+
+# What CreateTrainingJob carries for SageMaker Debugger and Profiler, which AWS has closed to
+# new accounts (Debugger from 2026-07-30; the Profiler ends 2027-06-30).
+CLOSED_SERVICE_FIELDS = {"DebugHookConfig", "DebugRuleConfigurations", "ProfilerConfig",
+                         "ProfilerRuleConfigurations"}
+
+
+def test_the_closed_services_are_sent_only_when_asked_for(aws, sent):
+    common_args = ["--data", "s3://data/dogs", "--output", "s3://data/runs", "--role", ROLE,
+                   "--no-wait"]
+    sagemaker_train.main([*common_args, "--sagemaker-profiler"])
+    profiled = sent["CreateTrainingJob"][-1]
+    assert {"ProfilerConfig", "ProfilerRuleConfigurations"} <= set(profiled)
+    assert not {"DebugHookConfig", "DebugRuleConfigurations"} & set(profiled)
+    assert profiled["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
+    [report] = profiled["ProfilerRuleConfigurations"]
+    assert report["RuleParameters"]["rule_to_invoke"] == "ProfilerReport"
+    assert report["RuleParameters"]["StepOutlier_n_outliers"] == "10"
+
+    sagemaker_train.main([*common_args, "--sagemaker-debugger"])
+    job = sent["CreateTrainingJob"][-1]
+    assert not {"ProfilerConfig", "ProfilerRuleConfigurations"} & set(job)
+    # The hook saves debugger/config.py's collections; SageMaker's rule containers judge them
+    # with the same rules and parameters as the training container.
     hook = job["DebugHookConfig"]
     assert hook["S3OutputPath"] == "s3://data/runs/debug-output"
     saved = {c["CollectionName"]: c["CollectionParameters"] for c in hook["CollectionConfigurations"]}
@@ -105,10 +133,7 @@ def test_training_job_request(aws, sent, capsys):
                           "SaturatedActivation", "WeightUpdateRatio", "ClassImbalance"}
     assert rules["LossNotDecreasing"]["num_steps"] == "10"
     assert rules["ClassImbalance"]["labels_regex"] == "CrossEntropyLoss_input_1"
-    assert job["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
-    [report] = job["ProfilerRuleConfigurations"]
-    assert report["RuleParameters"]["rule_to_invoke"] == "ProfilerReport"
-    assert report["RuleParameters"]["StepOutlier_n_outliers"] == "10"
+    assert job["TensorBoardOutputConfig"]["S3OutputPath"] == "s3://data/runs/tensorboard"
 
 
 def test_the_test_channel_is_declared_when_the_data_has_it_or_when_asked(aws):
@@ -131,7 +156,7 @@ def test_a_bad_hyperparameter_fails_before_any_job_starts(aws, sent):
 
 def test_the_jobs_rule_parameters_reach_sagemakers_rules(aws, sent):
     sagemaker_train.main(["--data", "s3://data/dogs", "--output", "s3://data/runs", "--role", ROLE,
-                          "--no-wait", "--hp", 'rule_parameters={"overfit": {"patience": 3}, '
+                          "--no-wait", "--sagemaker-debugger", "--sagemaker-profiler", "--hp", 'rule_parameters={"overfit": {"patience": 3}, '
                           '"step_outlier": {"n_outliers": 4}}'])
     [job] = sent["CreateTrainingJob"]
     rules = {r["RuleParameters"]["rule_to_invoke"]: r["RuleParameters"]
@@ -311,6 +336,7 @@ def test_tuning_job_request(aws, sent, capsys, strategy):
     assert request["WarmStartConfig"]["ParentHyperParameterTuningJobs"] == [
         {"HyperParameterTuningJobName": "byoc-tune-parent"}]
     definition = request["TrainingJobDefinition"]
+    assert not CLOSED_SERVICE_FIELDS & set(definition)
     assert definition["AlgorithmSpecification"]["TrainingImage"] == f"{REGISTRY}/byoc-train:latest"
     assert definition["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
     # lr is tuned, so the fixed value is dropped; epochs stays fixed.
@@ -432,6 +458,8 @@ def test_pipeline_definition_as_sagemaker_receives_it(aws, sent, capsys):
     steps = {s["Name"]: s for s in definition["Steps"]}
     assert list(steps) == ["Train", "Evaluate", "CheckAccuracy"]
     train = steps["Train"]["Arguments"]
+    assert not CLOSED_SERVICE_FIELDS & set(train)
+    assert train["TensorBoardOutputConfig"]["S3OutputPath"] == "s3://data/pipeline/tensorboard"
     assert train["AlgorithmSpecification"]["TrainingImage"] == f"{REGISTRY}/byoc-train:latest"
     assert train["HyperParameters"] == {"epochs": {"Get": "Parameters.hp_epochs"},
                                         "lr": {"Get": "Parameters.hp_lr"}}
