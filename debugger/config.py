@@ -91,6 +91,26 @@ def hook_config(local_path: str, save_interval: int = 0) -> dict:
     }
 
 
+# The `rule_actions` hyperparameter: what the job does when a rule fires, as SageMaker Debugger's
+# StopTraining action did: {"loss_not_decreasing": "stop"}.
+ACTIONS = ("stop",)
+
+
+def rule_actions(actions: dict | None) -> dict[str, str]:
+    """The actions, checked: every key a rule, every value one of ACTIONS."""
+    actions = actions or {}
+    if not isinstance(actions, dict):
+        raise ValueError(f'expected an object such as {{"loss_not_decreasing": "stop"}}, got '
+                         f"{actions!r}")
+    rules = {**RULES, **PROFILER_RULES}
+    for rule, action in actions.items():
+        if rule not in rules:
+            raise ValueError(f"unknown rule {rule!r}; rules: {', '.join(rules)}")
+        if action not in ACTIONS:
+            raise ValueError(f"{rule}: unknown action {action!r}; actions: {', '.join(ACTIONS)}")
+    return dict(actions)
+
+
 def rule_parameters(overrides: dict | str | None = None) -> dict[str, dict]:
     """Every rule's parameters (debugger and profiler), with overrides such as
     {"loss_not_decreasing": {"num_steps": 5}} (or that as JSON) applied and checked."""

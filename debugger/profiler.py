@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from debugger.config import rule_parameters
+from debugger.config import PROFILER_RULES, rule_parameters
 from debugger.rules import ISSUES, NO_DATA, NO_ISSUES, Verdict
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class SystemSampler:
         return self.samples
 
 
-class Monitor:
+class Profiler:
     """What the training loop tells the profiler. Disabled, every call does nothing."""
 
     def __init__(self, enabled: bool, *, interval: float = 1.0, gpus: list[int] | None = None,
@@ -117,8 +117,9 @@ class Monitor:
         self.trace_dir, self.trace_steps = trace_dir, trace_steps if enabled else 0
         self._trace = None
         self._ready = None
+        self._drained = (0, 0)  # steps and samples already handed to the record
 
-    def start(self) -> Monitor:
+    def start(self) -> Profiler:
         if self.sampler:
             self.sampler.start()
         if self.trace_steps and self.trace_dir:
@@ -148,12 +149,13 @@ class Monitor:
             self._ready = (epoch, asked, time.perf_counter())
             yield batch
 
-    def end_step(self, loss: float) -> None:
+    def end_step(self, step: int, loss: float) -> None:
+        """step: the global training step just done."""
         if not self.enabled or self._ready is None:
             return
         epoch, asked, ready = self._ready
         done = time.perf_counter()
-        self.steps.append({"epoch": epoch, "step": len(self.steps) + 1, "loss": loss,
+        self.steps.append({"epoch": epoch, "step": step, "loss": loss,
                            "wait_s": ready - asked, "compute_s": done - ready})
         self._ready = None
         if self._trace is not None:
@@ -161,6 +163,15 @@ class Monitor:
             self._trace_left -= 1
             if self._trace_left <= 0:
                 self._stop_trace()
+
+    def drain(self) -> tuple[list[dict], list[dict]]:
+        """The steps and system samples (with their index) not yet drained."""
+        steps_seen, samples_seen = self._drained
+        samples = self.sampler.samples if self.sampler else []
+        new_samples = [{**s, "index": i} for i, s in enumerate(samples[samples_seen:],
+                                                               start=samples_seen)]
+        self._drained = (len(self.steps), len(samples))
+        return self.steps[steps_seen:], new_samples
 
     def _stop_trace(self) -> None:
         if self._trace is not None:
@@ -185,97 +196,114 @@ def _steady(steps: list[dict]) -> list[dict]:
     return [s for i, s in enumerate(steps) if i not in firsts]
 
 
+def gpu_keys(system: list[dict]) -> tuple[list[str], list[str]]:
+    """(GPU utilisation keys, GPU memory keys) of the samples."""
+    keys = list(system[0]) if system else []
+    return ([k for k in keys if k.startswith("gpu") and k.endswith("_percent")
+             and "memory" not in k],
+            [k for k in keys if k.startswith("gpu") and k.endswith("memory_percent")])
+
+
+def no_gpu(rule: str) -> Verdict:
+    return Verdict(rule, NO_DATA, None, "no GPU metrics (a CPU run, or no NVIDIA driver)")
+
+
+def verdict(rule: str, issues: int, step: int | None, why: str) -> Verdict:
+    return Verdict(rule, ISSUES if issues else NO_ISSUES, step if issues else None, why, issues)
+
+
+def cpu_bottleneck(system: list[dict], steps: list[dict], threshold: float,
+                   cpu_threshold: float, gpu_threshold: float) -> Verdict:
+    gpu_util, _ = gpu_keys(system)
+    if not gpu_util:
+        return no_gpu("cpu_bottleneck")
+    cpu = np.array([s["cpu_percent"] for s in system])
+    gpu = np.mean([[s[k] for k in gpu_util] for s in system], axis=1)
+    starved = (cpu > cpu_threshold) & (gpu < gpu_threshold)
+    share = float(starved.mean() * 100)
+    return verdict("cpu_bottleneck", int(starved.sum()) if share > threshold else 0, None,
+                   f"CPU > {cpu_threshold:g}% while the GPU < {gpu_threshold:g}% in {share:.0f}% "
+                   f"of samples (limit {threshold:g}%): more data-loader workers, or decode less")
+
+
+def low_gpu_utilization(system: list[dict], steps: list[dict], threshold_p95: float) -> Verdict:
+    gpu_util, _ = gpu_keys(system)
+    if not gpu_util:
+        return no_gpu("low_gpu_utilization")
+    p95 = {k: float(np.percentile([s[k] for s in system], 95)) for k in gpu_util}
+    low = [k for k, v in p95.items() if v < threshold_p95]
+    return verdict("low_gpu_utilization", len(low), None,
+                   f"95th percentile GPU utilisation "
+                   f"{', '.join(f'{k} {v:.0f}%' for k, v in p95.items())} "
+                   f"(limit {threshold_p95:g}%)")
+
+
+def dataloader_bound(system: list[dict], steps: list[dict], threshold: float,
+                     wait_fraction: float) -> Verdict:
+    if not steps:
+        return Verdict("dataloader_bound", NO_DATA, None, "fewer than 2 steps per epoch")
+    fractions = np.array([s["wait_s"] / max(s["wait_s"] + s["compute_s"], 1e-9) for s in steps])
+    waiting = [s["step"] for s, f in zip(steps, fractions) if f > wait_fraction]
+    share = 100 * len(waiting) / len(steps)
+    return verdict("dataloader_bound", len(waiting) if share > threshold else 0,
+                   waiting[0] if waiting else None,
+                   f"{share:.0f}% of steps waited for data over {wait_fraction:.0%} of their time "
+                   f"(limit {threshold:g}%; median wait {np.median(fractions):.0%}): raise "
+                   "num_workers, or cache decoded images")
+
+
+def step_outlier(system: list[dict], steps: list[dict], stddev: float,
+                 n_outliers: int) -> Verdict:
+    if len(steps) < 3:
+        return Verdict("step_outlier", NO_DATA, None, f"{len(steps)} steady steps")
+    durations = np.array([s["wait_s"] + s["compute_s"] for s in steps])
+    limit = float(np.median(durations) + stddev * durations.std())
+    slow = [s["step"] for s, d in zip(steps, durations) if d > limit]
+    return verdict("step_outlier", len(slow) if len(slow) > n_outliers else 0,
+                   slow[0] if slow else None,
+                   f"{len(slow)} steps slower than median + {stddev:g} std ({limit * 1000:.0f} "
+                   f"ms; limit {n_outliers} steps)")
+
+
+def memory_increase(system: list[dict], steps: list[dict], increase: float) -> Verdict:
+    if len(system) < 16:
+        return Verdict("memory_increase", NO_DATA, None, f"{len(system)} system samples; need 16")
+    # The first quarter is start-up (caches, workers, allocator): growth counts from the second.
+    quarter = len(system) // 4
+    grown = []
+    for key in ["process_rss_mb", *gpu_keys(system)[1]]:
+        before = np.mean([s[key] for s in system[quarter:2 * quarter]])
+        last = np.mean([s[key] for s in system[-quarter:]])
+        change = 100 * (last - before) / max(before, 1e-9)
+        if change > increase:
+            grown.append(f"{key} +{change:.0f}%")
+    return verdict("memory_increase", len(grown), None,
+                   (", ".join(grown) if grown else "memory steady") +
+                   f" from the second to the last quarter of the run (limit +{increase:g}%)")
+
+
+def batch_size(system: list[dict], steps: list[dict], cpu_threshold_p95: float,
+               gpu_threshold_p95: float, gpu_memory_threshold_p95: float) -> Verdict:
+    gpu_util, gpu_mem = gpu_keys(system)
+    if not gpu_util:
+        return no_gpu("batch_size")
+    cpu95 = float(np.percentile([s["cpu_percent"] for s in system], 95))
+    gpu95 = max(float(np.percentile([s[k] for s in system], 95)) for k in gpu_util)
+    mem95 = max(float(np.percentile([s[k] for s in system], 95)) for k in gpu_mem)
+    small = (cpu95 < cpu_threshold_p95 and gpu95 < gpu_threshold_p95
+             and mem95 < gpu_memory_threshold_p95)
+    return verdict("batch_size", int(small), None,
+                   f"95th percentiles: CPU {cpu95:.0f}%, GPU {gpu95:.0f}%, GPU memory {mem95:.0f}%"
+                   + (": the machine idles; try a larger batch_size" if small else ""))
+
+
+RULE_FUNCTIONS = {f.__name__: f for f in (cpu_bottleneck, low_gpu_utilization, dataloader_bound,
+                                          step_outlier, memory_increase, batch_size)}
+assert set(RULE_FUNCTIONS) == set(PROFILER_RULES)
+
+
 def evaluate(data: dict, params: dict | str | None = None) -> list[Verdict]:
-    """The bottleneck rules over Monitor.stop()'s data."""
+    """The bottleneck rules over a profile: {"steps": [...], "system": [...]}."""
     p = rule_parameters(params)
     system, steps = data.get("system", []), _steady(data.get("steps", []))
-    gpu_util = [k for k in (system[0] if system else {}) if k.endswith("_percent")
-                and k.startswith("gpu") and "memory" not in k]
-    gpu_mem = [k for k in (system[0] if system else {}) if k.endswith("memory_percent")
-               and k.startswith("gpu")]
-    cpu = np.array([s["cpu_percent"] for s in system])
-    verdicts = []
-
-    def no_gpu(rule):
-        return Verdict(rule, NO_DATA, None, "no GPU metrics (a CPU run, or no NVIDIA driver)")
-
-    r = p["cpu_bottleneck"]
-    if not gpu_util or len(cpu) == 0:
-        verdicts.append(no_gpu("cpu_bottleneck"))
-    else:
-        gpu = np.mean([[s[k] for k in gpu_util] for s in system], axis=1)
-        share = float(((cpu > r["cpu_threshold"]) & (gpu < r["gpu_threshold"])).mean() * 100)
-        verdicts.append(Verdict(
-            "cpu_bottleneck", ISSUES if share > r["threshold"] else NO_ISSUES, None,
-            f"CPU > {r['cpu_threshold']:g}% while the GPU < {r['gpu_threshold']:g}% in {share:.0f}% "
-            f"of samples (limit {r['threshold']:g}%): more data-loader workers, or decode less"))
-
-    r = p["low_gpu_utilization"]
-    if not gpu_util:
-        verdicts.append(no_gpu("low_gpu_utilization"))
-    else:
-        p95 = {k: float(np.percentile([s[k] for s in system], 95)) for k in gpu_util}
-        low = {k: v for k, v in p95.items() if v < r["threshold_p95"]}
-        verdicts.append(Verdict(
-            "low_gpu_utilization", ISSUES if low else NO_ISSUES, None,
-            f"95th percentile GPU utilisation {', '.join(f'{k} {v:.0f}%' for k, v in p95.items())}"
-            f" (limit {r['threshold_p95']:g}%)"))
-
-    r = p["dataloader_bound"]
-    if not steps:
-        verdicts.append(Verdict("dataloader_bound", NO_DATA, None, "fewer than 2 steps per epoch"))
-    else:
-        fractions = np.array([s["wait_s"] / max(s["wait_s"] + s["compute_s"], 1e-9) for s in steps])
-        share = float((fractions > r["wait_fraction"]).mean() * 100)
-        verdicts.append(Verdict(
-            "dataloader_bound", ISSUES if share > r["threshold"] else NO_ISSUES, None,
-            f"{share:.0f}% of steps waited for data over {r['wait_fraction']:.0%} of their time "
-            f"(limit {r['threshold']:g}%; median wait {np.median(fractions):.0%}): raise "
-            "num_workers, or cache decoded images"))
-
-    r = p["step_outlier"]
-    if len(steps) < 3:
-        verdicts.append(Verdict("step_outlier", NO_DATA, None, f"{len(steps)} steady steps"))
-    else:
-        durations = np.array([s["wait_s"] + s["compute_s"] for s in steps])
-        limit = float(np.median(durations) + r["stddev"] * durations.std())
-        slow = [s["step"] for s, d in zip(steps, durations) if d > limit]
-        verdicts.append(Verdict(
-            "step_outlier", ISSUES if len(slow) > r["n_outliers"] else NO_ISSUES,
-            slow[0] if len(slow) > r["n_outliers"] else None,
-            f"{len(slow)} steps slower than median + {r['stddev']:g} std ({limit * 1000:.0f} ms; "
-            f"limit {r['n_outliers']} steps)"))
-
-    r = p["memory_increase"]
-    if len(system) < 16:
-        verdicts.append(Verdict("memory_increase", NO_DATA, None,
-                                f"{len(system)} system samples; need 16"))
-    else:
-        # The first quarter is start-up (caches, workers, allocator): growth counts from the second.
-        quarter = len(system) // 4
-        grown = []
-        for key in ["process_rss_mb", *gpu_mem]:
-            before = np.mean([s[key] for s in system[quarter:2 * quarter]])
-            last = np.mean([s[key] for s in system[-quarter:]])
-            change = 100 * (last - before) / max(before, 1e-9)
-            if change > r["increase"]:
-                grown.append(f"{key} +{change:.0f}%")
-        verdicts.append(Verdict(
-            "memory_increase", ISSUES if grown else NO_ISSUES, None,
-            (", ".join(grown) if grown else "memory steady") +
-            f" from the second to the last quarter of the run (limit +{r['increase']:g}%)"))
-
-    r = p["batch_size"]
-    if not gpu_util:
-        verdicts.append(no_gpu("batch_size"))
-    else:
-        cpu95 = float(np.percentile(cpu, 95))
-        gpu95 = max(float(np.percentile([s[k] for s in system], 95)) for k in gpu_util)
-        mem95 = max(float(np.percentile([s[k] for s in system], 95)) for k in gpu_mem)
-        small = (cpu95 < r["cpu_threshold_p95"] and gpu95 < r["gpu_threshold_p95"]
-                 and mem95 < r["gpu_memory_threshold_p95"])
-        verdicts.append(Verdict(
-            "batch_size", ISSUES if small else NO_ISSUES, None,
-            f"95th percentiles: CPU {cpu95:.0f}%, GPU {gpu95:.0f}%, GPU memory {mem95:.0f}%"
-            + (": the machine idles; try a larger batch_size" if small else "")))
-    return verdicts
+    return [rule(system, steps, **p[name]) for name, rule in RULE_FUNCTIONS.items()]

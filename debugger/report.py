@@ -105,7 +105,7 @@ def _verdict_rows(verdicts: list[Verdict]) -> str:
         css = "issue" if v.status == ISSUES else v.status.lower()
         step = "" if v.step is None else str(v.step)
         rows.append(f'<tr class="{css}"><td>{html.escape(v.rule)}</td>'
-                    f"<td>{html.escape(v.status)}</td><td>{step}</td>"
+                    f"<td>{html.escape(v.status)}</td><td>{v.issues}</td><td>{step}</td>"
                     f"<td>{html.escape(v.why)}</td></tr>")
     return "\n".join(rows)
 
@@ -129,7 +129,7 @@ window.addEventListener("load", () => {
 
 
 def write(path: Path, *, title: str, facts: dict, history: list[dict], profile: dict,
-          debugger_verdicts: list[Verdict] | None, profiler_verdicts: list[Verdict],
+          debugger_verdicts: list[Verdict], profiler_verdicts: list[Verdict],
           notes: list[str] = ()) -> Path:
     steps, system = profile.get("steps", []), profile.get("system", [])
     plots = [
@@ -144,12 +144,8 @@ def write(path: Path, *, title: str, facts: dict, history: list[dict], profile: 
     )
     fact_rows = "\n".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
                           for k, v in facts.items())
-    if debugger_verdicts is None:
-        debug_section = ("<p>No debugger trial: run with the hyperparameter <code>debugger=on</code>"
-                         " (or on SageMaker with a DebuggerHookConfig) to evaluate the rules.</p>")
-    else:
-        debug_section = (f"<table><tr><th>rule</th><th>status</th><th>step</th><th>why</th></tr>"
-                         f"{_verdict_rows(debugger_verdicts)}</table>")
+    debug_section = (f"<table><tr><th>rule</th><th>status</th><th>issues</th><th>step</th>"
+                     f"<th>why</th></tr>{_verdict_rows(debugger_verdicts)}</table>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{STYLE}</style><script>{COUNT_PLOTS}</script></head>
@@ -160,7 +156,7 @@ def write(path: Path, *, title: str, facts: dict, history: list[dict], profile: 
 <h2>Debugger rules</h2>
 {debug_section}
 <h2>Profiler rules</h2>
-<table><tr><th>rule</th><th>status</th><th>step</th><th>why</th></tr>
+<table><tr><th>rule</th><th>status</th><th>issues</th><th>step</th><th>why</th></tr>
 {_verdict_rows(profiler_verdicts)}</table>
 <h2>Plots</h2>
 {images}

@@ -1,20 +1,26 @@
-"""SageMaker Debugger's built-in rules, evaluated over a saved smdebug trial on this machine.
+"""SageMaker Debugger's built-in rules, evaluated by the training job itself.
 
-    python -m debugger.rules OUTPUT/tensors [--out DIR] [--params '{"overfit": {"patience": 2}}']
-    python -m debugger.rules s3://bucket/job/debug-output        (smdebug reads S3 directly)
+    python -m debugger.rules OUTPUT/tensorboard [--out DIR] [--params '{"overfit": {"patience": 2}}']
+    python -m debugger.rules TRIAL                 (an smdebug trial: output/tensors, or a job's
+                                                    debug-output copied down from S3)
 
-AWS runs the built-in rules in its own containers; these re-implement them by SageMaker's names and
-parameters (debugger/config.py) so that a local run, or a trial copied down from S3, gets the same
-verdicts. Overfit and overtraining compare the mean training loss since the previous validation
-pass with that pass's mean validation loss: their patience counts validation passes.
-Loss_not_decreasing compares means over windows of num_steps saved losses, one window with the
-one before, which a noisy per-batch loss needs.
+The rules keep SageMaker's names and parameters (debugger/config.py), so a rule that fires here
+fires under the same name on SageMaker. They read one of two records, through the same questions
+(Evidence): the TensorBoard record every job writes (debugger/record.py, read with TensorBoard's
+event reader), or the smdebug trial of a job that SageMaker gave a Debugger hook. Overfit and
+overtraining compare the mean training loss since the previous validation pass with that pass's
+mean validation loss (the training criterion on both): their patience counts validation passes.
+Loss_not_decreasing compares means over windows of num_steps recorded losses, one window with
+the one before, which a noisy per-batch loss needs. Each verdict counts the issues found (the
+points, windows or passes past the rule's limits): those counts are the `#metrics` that
+SageMaker's metric definitions read.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
+import logging
 import re
 import sys
 from dataclasses import asdict, dataclass
@@ -23,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from debugger.config import RULES, rule_parameters
+from debugger.record import ACTIVITY_EDGES, SATURATION_EDGES, has_record
 
 ISSUES, NO_ISSUES, NO_DATA, ERROR = "IssuesFound", "NoIssuesFound", "NoData", "Error"
 
@@ -31,43 +38,216 @@ ISSUES, NO_ISSUES, NO_DATA, ERROR = "IssuesFound", "NoIssuesFound", "NoData", "E
 class Verdict:
     rule: str
     status: str  # IssuesFound, NoIssuesFound, NoData (nothing to judge) or Error
-    step: int | None  # the (global) step where the rule fired
+    step: int | None  # the (global) step where the rule first fired
     why: str
+    issues: int = 0  # how many points, windows or passes broke the rule's limits
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-class NoTrial(FileNotFoundError):
-    """The folder holds no smdebug trial."""
+def found(rule: str, issues: int, step: int | None, why: str) -> Verdict:
+    return Verdict(rule, ISSUES, step, why, issues)
 
 
-def open_trial(where: str):
-    """smdebug's trial at a folder (or s3:// prefix) the hook wrote."""
-    if not where.startswith("s3://"):
-        path = Path(where)
-        if not (path / "index").is_dir() and not (path / "events").is_dir():
-            raise NoTrial(
-                f"no smdebug trial in {where}: expected the index/ and events/ folders that the "
-                "debugger hook writes (output/tensors after a run with debugger=on, or the "
-                "job's debug-output copied down from S3)"
-            )
-    from debugger.hook import import_smdebug
+@dataclass
+class Histogram:
+    """Bucket counts by their right edges (TensorBoard's layout): bucket i holds values above
+    limits[i - 1], up to limits[i]."""
+    limits: np.ndarray
+    counts: np.ndarray
 
-    import_smdebug()
-    from smdebug.trials import create_trial
+    @classmethod
+    def of(cls, values: np.ndarray, edges: np.ndarray) -> "Histogram":
+        counts, _ = np.histogram(np.asarray(values, dtype=np.float64).reshape(-1), bins=edges)
+        return cls(np.asarray(edges[1:], dtype=np.float64), counts.astype(np.float64))
 
-    return create_trial(where)
+    def share_below(self, threshold: float) -> float:
+        """The share of values below threshold (at bucket resolution: threshold on an edge)."""
+        total = self.counts.sum()
+        return float(self.counts[self.limits <= threshold + 1e-9].sum() / total) if total else 0.0
+
+    def share_above(self, threshold: float) -> float:
+        lefts = np.concatenate([[-np.inf], self.limits[:-1]])
+        total = self.counts.sum()
+        return float(self.counts[lefts >= threshold].sum() / total) if total else 0.0
 
 
-class Trial:
-    """What the rules read: tensor names by collection or pattern, and values by mode."""
+Series = list[tuple[int, float]]
 
-    def __init__(self, trial):
-        self.trial = trial
+
+class Evidence:
+    """What the rules ask of a record. Steps are global training steps."""
+
+    def train_losses(self) -> Series:
+        raise NotImplementedError
+
+    def loss_passes(self) -> list[tuple[int, float, float]]:
+        """(step, mean training loss since the previous validation pass, mean validation loss)
+        for each validation pass."""
+        raise NotImplementedError
+
+    def gradient_means(self) -> dict[str, Series]:
+        """Mean |gradient| of each trained parameter."""
+        raise NotImplementedError
+
+    def extremes(self) -> dict[str, Series]:
+        """Max |value| of every recorded tensor (NaN or infinite when one of its values is)."""
+        raise NotImplementedError
+
+    def relu_inputs(self) -> dict[str, list[tuple[int, float, float]]]:
+        """(step, variance, 5th-95th percentile spread) of each ReLU's input."""
+        raise NotImplementedError
+
+    def relu_activity(self) -> dict[str, list[tuple[int, Histogram]]]:
+        """Per ReLU, the histogram over its units of the share (%) of inputs each is active on."""
+        raise NotImplementedError
+
+    def saturation_inputs(self) -> dict[str, list[tuple[int, Histogram]]]:
+        """Per tanh or sigmoid, the histogram of |input|."""
+        raise NotImplementedError
+
+    def update_ratios(self) -> dict[str, Series]:
+        raise NotImplementedError
+
+    def class_counts(self, labels_regex: str, predictions_regex: str
+                     ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(step, images per class, mispredicted images per class) of training batches."""
+        raise NotImplementedError
+
+
+def passes_of(train: Series, valid: Series) -> list[tuple[int, float, float]]:
+    """Pair each validation pass with the mean training loss recorded since the one before."""
+    passes, start = [], None
+    for step, value in valid:
+        since = [loss for s, loss in train if (start is None or s > start) and s <= step]
+        if since:
+            passes.append((step, float(np.mean(since)), value))
+        start = step
+    return passes
+
+
+class TensorBoardRecord(Evidence):
+    """The record debugger/record.py writes, read with TensorBoard's EventAccumulator. reload()
+    reads what was written since the last read (the rules run every epoch)."""
+
+    def __init__(self, folder: str | Path):
+        from tensorboard.backend.event_processing import event_accumulator
+
+        logging.getLogger("tensorboard").setLevel(logging.WARNING)  # a line per read otherwise
+        self.folder = Path(folder)
+        self.events = event_accumulator.EventAccumulator(
+            str(self.folder), size_guidance={event_accumulator.SCALARS: 0,
+                                             event_accumulator.HISTOGRAMS: 0})
+        self.reload()
+
+    def reload(self) -> "TensorBoardRecord":
+        self.events.Reload()
+        tags = self.events.Tags()
+        self.scalar_tags, self.histogram_tags = tags["scalars"], tags["histograms"]
+        return self
+
+    def scalars(self, tag: str) -> Series:
+        if tag not in self.scalar_tags:
+            return []
+        return [(e.step, e.value) for e in self.events.Scalars(tag)]
+
+    def by_pattern(self, pattern: str) -> dict[str, Series]:
+        """{name: series} of the scalar tags matching pattern, whose one group is the name."""
+        named = {}
+        for tag in self.scalar_tags:
+            match = re.fullmatch(pattern, tag)
+            if match:
+                named[match.group(1)] = self.scalars(tag)
+        return dict(sorted(named.items()))
+
+    def histograms(self, prefix: str) -> dict[str, list[tuple[int, Histogram]]]:
+        named = {}
+        for tag in sorted(t for t in self.histogram_tags if t.startswith(prefix)):
+            named[tag[len(prefix):]] = [
+                (e.step, Histogram(np.array(e.histogram_value.bucket_limit),
+                                   np.array(e.histogram_value.bucket)))
+                for e in self.events.Histograms(tag)]
+        return named
+
+    def train_losses(self) -> Series:
+        return self.scalars("loss/train")
+
+    def loss_passes(self):
+        return passes_of(self.train_losses(), self.scalars("loss/valid_pass"))
+
+    def gradient_means(self):
+        return self.by_pattern(r"gradient/(.+)/mean_abs")
+
+    def extremes(self):
+        return {"loss/train": self.train_losses(),
+                **{f"gradient/{k}": v for k, v in self.by_pattern(r"gradient/(.+)/max_abs").items()},
+                **{f"weight/{k}": v for k, v in self.by_pattern(r"weight/(.+)/max_abs").items()}}
+
+    def relu_inputs(self):
+        variance = self.by_pattern(r"relu_input/(.+)/variance")
+        spread = self.by_pattern(r"relu_input/(.+)/spread")
+        return {name: [(s, v, dict(spread.get(name, [])).get(s, np.nan)) for s, v in series]
+                for name, series in variance.items()}
+
+    def relu_activity(self):
+        return self.histograms("relu_activity/")
+
+    def saturation_inputs(self):
+        return self.histograms("saturation_input/")
+
+    def update_ratios(self):
+        return self.by_pattern(r"update_ratio/(.+)")
+
+    def class_counts(self, labels_regex, predictions_regex):
+        def per_class(histogram: Histogram) -> dict[int, float]:
+            return {int(round(limit - 0.5)): count
+                    for limit, count in zip(histogram.limits, histogram.counts) if count}
+
+        labels = self.histograms("classes/labels").get("", [])
+        wrong = dict(self.histograms("classes/mispredicted").get("", []))
+        size = 1 + max([max(per_class(h), default=0) for _, h in labels], default=0)
+        rows = []
+        for step, histogram in labels:
+            seen, missed = np.zeros(size), np.zeros(size)
+            for index, count in per_class(histogram).items():
+                seen[index] = count
+            for index, count in (per_class(wrong[step]) if step in wrong else {}).items():
+                missed[index] = count
+            rows.append((step, seen, missed))
+        return rows
+
+
+    def profile(self) -> dict:
+        """The profiler's steps and system samples, as debugger/profiler.py keeps them."""
+        timing = {key: dict(self.scalars(f"step/{key}")) for key in ("wait_s", "compute_s", "epoch")}
+        steps = [{"step": step, "epoch": int(timing["epoch"].get(step, 0)), "wait_s": wait,
+                  "compute_s": timing["compute_s"].get(step, 0.0)}
+                 for step, wait in sorted(timing["wait_s"].items())]
+        samples: dict[int, dict] = {}
+        for tag in self.scalar_tags:
+            if tag.startswith("system/"):
+                for index, value in self.scalars(tag):
+                    samples.setdefault(index, {})[tag[len("system/"):]] = value
+        return {"steps": steps, "system": [samples[i] for i in sorted(samples)]}
+
+
+class NoRecord(FileNotFoundError):
+    """The folder holds neither a TensorBoard record nor an smdebug trial."""
+
+
+class SmdebugTrial(Evidence):
+    """An smdebug trial (the hook SageMaker configures), asked the same questions."""
+
+    def __init__(self, where: str):
+        from debugger.hook import import_smdebug
+
+        import_smdebug()
         from smdebug.core.modes import ModeKeys
+        from smdebug.trials import create_trial
 
-        self.modes = {"train": ModeKeys.TRAIN, "eval": ModeKeys.EVAL}
+        self.trial = create_trial(where)
+        self.train, self.eval = ModeKeys.TRAIN, ModeKeys.EVAL
 
     def names(self, collection: str | None = None, regex: str | None = None) -> list[str]:
         try:
@@ -75,175 +255,92 @@ class Trial:
                 self.trial.tensor_names()
         except Exception:  # an unknown collection
             return []
-        if regex:
-            names = [n for n in names if re.fullmatch(regex, n)]
-        return sorted(names)
+        return sorted(n for n in names if not regex or re.fullmatch(regex, n))
 
-    def series(self, name: str, mode: str | None = None) -> list[tuple[int, np.ndarray]]:
-        """(step, value) in step order: mode steps for a mode, global steps otherwise."""
+    def series(self, name: str, train_only: bool = True) -> list[tuple[int, np.ndarray]]:
+        """(global step, value) in step order; training steps only unless told otherwise."""
         tensor = self.trial.tensor(name)
-        if mode is None:
+        if not train_only:
             return [(s, np.asarray(tensor.value(s))) for s in tensor.steps()]
-        m = self.modes[mode]
-        return [(s, np.asarray(tensor.value(s, mode=m))) for s in tensor.steps(mode=m)]
+        return [(int(self.trial.global_step(self.train, s)),
+                 np.asarray(tensor.value(s, mode=self.train))) for s in tensor.steps(mode=self.train)]
 
-    def global_step(self, mode: str, step: int) -> int:
-        return int(self.trial.global_step(self.modes[mode], step))
+    def train_losses(self):
+        losses = self.names("losses")
+        return [(s, float(v.mean())) for s, v in self.series(losses[0])] if losses else []
 
-    def loss_passes(self) -> list[tuple[int, float, float]]:
-        """(global step, mean train loss since the previous validation pass, mean valid loss)
-        for each validation pass."""
+    def loss_passes(self):
         losses = self.names("losses")
         if not losses:
             return []
-        from smdebug.core.modes import ModeKeys
-
         passes, train, valid, last = [], [], [], None
         tensor = self.trial.tensor(losses[0])
         for step in tensor.steps():
             mode = self.trial.mode(step)
             value = float(np.asarray(tensor.value(step)).mean())
-            if mode == ModeKeys.TRAIN:
+            if mode == self.train:
                 if valid and train:
                     passes.append((last, float(np.mean(train)), float(np.mean(valid))))
                     train, valid = [], []
                 train.append(value)
-            elif mode == ModeKeys.EVAL:
+            elif mode == self.eval:
                 valid.append(value)
                 last = step
         if valid and train:
             passes.append((last, float(np.mean(train)), float(np.mean(valid))))
         return passes
 
+    def gradient_means(self):
+        return {n: [(s, float(np.abs(v).mean())) for s, v in self.series(n)]
+                for n in self.names("gradients")}
 
-def vanishing_gradient(t: Trial, threshold: float) -> Verdict:
-    names = t.names("gradients")
-    if not names:
-        return Verdict("vanishing_gradient", NO_DATA, None, "no gradients saved")
-    worst = None
-    for name in names:
-        for step, value in t.series(name, "train"):
-            mean = float(np.abs(value).mean())
-            if mean < threshold and (worst is None or step < worst[0]):
-                worst = (step, name, mean)
-                break
-    if worst:
-        step, name, mean = worst
-        return Verdict("vanishing_gradient", ISSUES, t.global_step("train", step),
-                       f"mean |{name}| = {mean:.3g} < {threshold:g} at train step {step}")
-    return Verdict("vanishing_gradient", NO_ISSUES, None,
-                   f"every gradient's mean |value| stayed >= {threshold:g} ({len(names)} tensors)")
+    def extremes(self):
+        out = {}
+        for name in self.names():
+            out[name] = [(s, float(np.abs(v).max())) for s, v in self.series(name, False)
+                         if np.issubdtype(v.dtype, np.floating) and v.size]
+        return out
 
+    def relu_inputs(self):
+        return {n: [(s, float(v.var()), float(np.percentile(v, 95) - np.percentile(v, 5)))
+                    for s, v in self.series(n)] for n in self.names("relu_input")}
 
-def exploding_tensor(t: Trial, only_nan: bool) -> Verdict:
-    names = t.names()
-    if not names:
-        return Verdict("exploding_tensor", NO_DATA, None, "no tensors saved")
-    first = None
-    for name in names:
-        for step, value in t.series(name):
-            if not np.issubdtype(value.dtype, np.floating):
+    def relu_activity(self):
+        return {n: [(s, Histogram.of(unit_activity(v), ACTIVITY_EDGES)) for s, v in self.series(n)]
+                for n in self.names("relu_output")}
+
+    def saturation_inputs(self):
+        return {n: [(s, Histogram.of(np.abs(v), SATURATION_EDGES)) for s, v in self.series(n)]
+                for n in self.names("saturation_inputs")}
+
+    def update_ratios(self):
+        gradients = set(self.names("gradients"))
+        out = {}  # weights only, as the record: a bias starts at 0
+        for name in [n for n in self.names("weights") if f"gradient/{n}" in gradients
+                     and not n.endswith("bias")]:
+            out[name] = [(step, float(np.linalg.norm(after - before) / (np.linalg.norm(before)
+                                                                         + 1e-12)))
+                         for (_, before), (step, after) in itertools.pairwise(self.series(name))]
+        return out
+
+    def class_counts(self, labels_regex, predictions_regex):
+        labels, logits = self.names(regex=labels_regex), self.names(regex=predictions_regex)
+        if not labels or not logits:
+            return []
+        predicted = dict(self.series(logits[0]))
+        rows = []
+        for step, y in self.series(labels[0]):
+            if step not in predicted:
                 continue
-            bad = np.isnan(value).any() if only_nan else not np.isfinite(value).all()
-            if bad and (first is None or step < first[0]):
-                first = (step, name)
-                break
-    kind = "NaN" if only_nan else "NaN or infinite"
-    if first:
-        return Verdict("exploding_tensor", ISSUES, first[0],
-                       f"{first[1]} holds {kind} values at step {first[0]}: lower the learning "
-                       "rate, or clip gradients")
-    return Verdict("exploding_tensor", NO_ISSUES, None, f"no {kind} values in {len(names)} tensors")
+            y = y.reshape(-1).astype(int)
+            guess = predicted[step].reshape(len(y), -1).argmax(1)
+            size = int(max(y.max(), guess.max())) + 1
+            rows.append((step, np.bincount(y, minlength=size).astype(float),
+                         np.bincount(y[guess != y], minlength=size).astype(float)))
+        return rows
 
 
-def loss_not_decreasing(t: Trial, num_steps: int, diff_percent: float) -> Verdict:
-    losses = t.names("losses")
-    series = t.series(losses[0], "train") if losses else []
-    windows = [series[i:i + num_steps] for i in range(0, len(series) - num_steps + 1, num_steps)]
-    if len(windows) < 2:
-        return Verdict("loss_not_decreasing", NO_DATA, None,
-                       f"{len(series)} saved training losses: need {2 * num_steps} (num_steps "
-                       f"{num_steps}); save losses more often")
-    previous = float(np.mean([float(v.mean()) for _, v in windows[0]]))
-    for window in windows[1:]:
-        mean = float(np.mean([float(v.mean()) for _, v in window]))
-        if mean > previous * (1 - diff_percent / 100):
-            step = window[-1][0]
-            return Verdict("loss_not_decreasing", ISSUES, t.global_step("train", step),
-                           f"mean training loss over the {num_steps} saved steps to train step "
-                           f"{step} is {mean:.4g}: not {diff_percent:g}% below the {num_steps} "
-                           f"before ({previous:.4g})")
-        previous = mean
-    return Verdict("loss_not_decreasing", NO_ISSUES, None,
-                   f"the loss fell in each of {len(windows)} windows of {num_steps} saved steps")
-
-
-def overfit(t: Trial, start_step: int, patience: int, ratio_threshold: float) -> Verdict:
-    passes = [p for p in t.loss_passes() if p[0] >= start_step]
-    if not passes:
-        return Verdict("overfit", NO_DATA, None, "no training and validation losses saved")
-    run = 0
-    for step, train, valid in passes:
-        ratio = (valid - train) / max(abs(train), 1e-12)
-        run = run + 1 if ratio > ratio_threshold else 0
-        if run >= patience:
-            return Verdict("overfit", ISSUES, step,
-                           f"validation loss {valid:.4g} exceeds training loss {train:.4g} by "
-                           f"{ratio:.0%} (> {ratio_threshold:.0%}) for {run} validation pass(es)")
-    return Verdict("overfit", NO_ISSUES, None,
-                   f"validation loss within {ratio_threshold:.0%} of training loss "
-                   f"({len(passes)} validation passes)")
-
-
-def overtraining(t: Trial, patience_train: int, patience_validation: int, delta: float) -> Verdict:
-    passes = t.loss_passes()
-    if not passes:
-        return Verdict("overtraining", NO_DATA, None, "no training and validation losses saved")
-    best_train = best_valid = float("inf")
-    since_train = since_valid = 0
-    for step, train, valid in passes:
-        since_train = 0 if train < best_train - delta else since_train + 1
-        since_valid = 0 if valid < best_valid - delta else since_valid + 1
-        best_train, best_valid = min(best_train, train), min(best_valid, valid)
-        if since_valid >= patience_validation and since_train < patience_train:
-            return Verdict("overtraining", ISSUES, step,
-                           f"validation loss has not improved by {delta:g} for {since_valid} "
-                           f"validation passes (best {best_valid:.4g}) while training loss still "
-                           f"falls ({train:.4g}): stop earlier (early_stopping_patience)")
-    return Verdict("overtraining", NO_ISSUES, None,
-                   f"validation loss kept improving within {patience_validation} passes "
-                   f"({len(passes)} validation passes)")
-
-
-def poor_weight_initialization(t: Trial, threshold: float, distribution_range: float,
-                               steps: int) -> Verdict:
-    names = t.names("relu_input")
-    if not names:
-        return Verdict("poor_weight_initialization", NO_DATA, None, "no relu_input saved")
-    by_step: dict[int, dict[str, np.ndarray]] = {}
-    for name in names:
-        for step, value in t.series(name, "train")[:steps]:
-            by_step.setdefault(step, {})[name] = value
-    for step in sorted(by_step):
-        variances = {n: float(v.var()) for n, v in by_step[step].items()}
-        low, high = min(variances.values()), max(variances.values())
-        if high > threshold * max(low, 1e-12):
-            lo_name = min(variances, key=variances.get)
-            hi_name = max(variances, key=variances.get)
-            return Verdict("poor_weight_initialization", ISSUES, t.global_step("train", step),
-                           f"activation variance differs {high / max(low, 1e-12):.3g}x across "
-                           f"layers ({lo_name} {low:.3g}, {hi_name} {high:.3g}) > {threshold:g}x")
-        for name, value in by_step[step].items():
-            spread = float(np.percentile(value, 95) - np.percentile(value, 5))
-            if spread < distribution_range:
-                return Verdict("poor_weight_initialization", ISSUES, t.global_step("train", step),
-                               f"{name} is collapsed: 5th-95th percentile range {spread:.3g} < "
-                               f"{distribution_range:g}")
-    return Verdict("poor_weight_initialization", NO_ISSUES, None,
-                   f"activation variances within {threshold:g}x over the first {steps} saved steps")
-
-
-def _unit_activity(value: np.ndarray) -> np.ndarray:
+def unit_activity(value: np.ndarray) -> np.ndarray:
     """Percentage of samples (and positions) where each unit (channel) is > 0."""
     if value.ndim < 2:
         return (value > 0).astype(float) * 100
@@ -251,86 +348,241 @@ def _unit_activity(value: np.ndarray) -> np.ndarray:
     return (value > 0).mean(axis=axes) * 100
 
 
-def dead_relu(t: Trial, threshold_inactivity: float, threshold_layer: float) -> Verdict:
-    names = t.names("relu_output")
-    if not names:
-        return Verdict("dead_relu", NO_DATA, None, "no relu_output saved")
-    for name in names:
-        for step, value in t.series(name, "train"):
-            dead = float((_unit_activity(value) < threshold_inactivity).mean() * 100)
-            if dead > threshold_layer:
-                return Verdict("dead_relu", ISSUES, t.global_step("train", step),
-                               f"{dead:.0f}% of {name}'s units are active in under "
-                               f"{threshold_inactivity:g}% of inputs (> {threshold_layer:g}%)")
-    return Verdict("dead_relu", NO_ISSUES, None, f"no layer of {len(names)} ReLU outputs is dead")
+def open_record(where: str | Path) -> Evidence:
+    """The TensorBoard record or the smdebug trial at a folder (or a trial's s3:// prefix)."""
+    text = str(where)
+    if text.startswith("s3://"):
+        return SmdebugTrial(text)
+    path = Path(text)
+    if has_record(path):
+        return TensorBoardRecord(path)
+    if (path / "index").is_dir() or (path / "events").is_dir():
+        return SmdebugTrial(text)
+    raise NoRecord(
+        f"no record in {where}: expected the TensorBoard event files every training job writes "
+        "(output/tensorboard), or the index/ and events/ folders of an smdebug trial "
+        "(output/tensors, or a job's debug-output copied down from S3)")
 
 
-def saturated_activation(t: Trial, threshold_tanh: float, threshold_sigmoid: float,
+# The rules: each takes the evidence and its SageMaker parameters, and says what it found.
+
+def vanishing_gradient(e: Evidence, threshold: float) -> Verdict:
+    means = e.gradient_means()
+    if not means:
+        return Verdict("vanishing_gradient", NO_DATA, None, "no gradients recorded")
+    low = [(step, name, value) for name, series in means.items() for step, value in series
+           if value < threshold]
+    if low:
+        step, name, value = min(low)
+        return found("vanishing_gradient", len(low), step,
+                     f"mean |{name}| = {value:.3g} < {threshold:g} at step {step} "
+                     f"({len(low)} recorded gradients below)")
+    return Verdict("vanishing_gradient", NO_ISSUES, None,
+                   f"every gradient's mean |value| stayed >= {threshold:g} ({len(means)} tensors)")
+
+
+def exploding_tensor(e: Evidence, only_nan: bool) -> Verdict:
+    extremes = e.extremes()
+    if not any(extremes.values()):
+        return Verdict("exploding_tensor", NO_DATA, None, "no tensors recorded")
+    bad = [(step, name) for name, series in extremes.items() for step, value in series
+           if (np.isnan(value) if only_nan else not np.isfinite(value))]
+    kind = "NaN" if only_nan else "NaN or infinite"
+    if bad:
+        step, name = min(bad)
+        return found("exploding_tensor", len(bad), step,
+                     f"{name} holds {kind} values at step {step}: lower the learning rate, or "
+                     "clip gradients")
+    return Verdict("exploding_tensor", NO_ISSUES, None,
+                   f"no {kind} values in {len(extremes)} tensors")
+
+
+def loss_not_decreasing(e: Evidence, num_steps: int, diff_percent: float) -> Verdict:
+    series = e.train_losses()
+    windows = [series[i:i + num_steps] for i in range(0, len(series) - num_steps + 1, num_steps)]
+    if len(windows) < 2:
+        return Verdict("loss_not_decreasing", NO_DATA, None,
+                       f"{len(series)} recorded training losses: need {2 * num_steps} (num_steps "
+                       f"{num_steps})")
+    means = [float(np.mean([v for _, v in w])) for w in windows]
+    stalled = [(window[-1][0], mean, before) for window, mean, before
+               in zip(windows[1:], means[1:], means) if mean > before * (1 - diff_percent / 100)]
+    if stalled:
+        step, mean, before = stalled[0]
+        return found("loss_not_decreasing", len(stalled), step,
+                     f"mean training loss over the {num_steps} steps to step {step} is "
+                     f"{mean:.4g}: not {diff_percent:g}% below the {num_steps} before "
+                     f"({before:.4g}); {len(stalled)} of {len(windows) - 1} windows")
+    return Verdict("loss_not_decreasing", NO_ISSUES, None,
+                   f"the loss fell in each of {len(windows)} windows of {num_steps} steps")
+
+
+def overfit(e: Evidence, start_step: int, patience: int, ratio_threshold: float) -> Verdict:
+    passes = [p for p in e.loss_passes() if p[0] >= start_step]
+    if not passes:
+        return Verdict("overfit", NO_DATA, None, "no training and validation losses recorded")
+    run, hits = 0, []
+    for step, train, valid in passes:
+        ratio = (valid - train) / max(abs(train), 1e-12)
+        run = run + 1 if ratio > ratio_threshold else 0
+        if run >= patience:
+            hits.append((step, train, valid, ratio, run))
+    if hits:
+        step, train, valid, ratio, run = hits[0]
+        return found("overfit", len(hits), step,
+                     f"validation loss {valid:.4g} exceeds training loss {train:.4g} by "
+                     f"{ratio:.0%} (> {ratio_threshold:.0%}) for {run} validation pass(es)")
+    return Verdict("overfit", NO_ISSUES, None,
+                   f"validation loss within {ratio_threshold:.0%} of training loss "
+                   f"({len(passes)} validation passes)")
+
+
+def overtraining(e: Evidence, patience_train: int, patience_validation: int,
+                 delta: float) -> Verdict:
+    passes = e.loss_passes()
+    if not passes:
+        return Verdict("overtraining", NO_DATA, None, "no training and validation losses recorded")
+    best_train = best_valid = float("inf")
+    since_train = since_valid = 0
+    hits = []
+    for step, train, valid in passes:
+        since_train = 0 if train < best_train - delta else since_train + 1
+        since_valid = 0 if valid < best_valid - delta else since_valid + 1
+        best_train, best_valid = min(best_train, train), min(best_valid, valid)
+        if since_valid >= patience_validation and since_train < patience_train:
+            hits.append((step, since_valid, best_valid, train))
+    if hits:
+        step, since_valid, best_valid, train = hits[0]
+        return found("overtraining", len(hits), step,
+                     f"validation loss has not improved by {delta:g} for {since_valid} "
+                     f"validation passes (best {best_valid:.4g}) while training loss still falls "
+                     f"({train:.4g}): stop earlier (early_stopping_patience)")
+    return Verdict("overtraining", NO_ISSUES, None,
+                   f"validation loss kept improving within {patience_validation} passes "
+                   f"({len(passes)} validation passes)")
+
+
+def poor_weight_initialization(e: Evidence, threshold: float, distribution_range: float,
+                               steps: int) -> Verdict:
+    inputs = e.relu_inputs()
+    if not inputs:
+        return Verdict("poor_weight_initialization", NO_DATA, None, "no ReLU inputs recorded")
+    by_step: dict[int, dict[str, tuple[float, float]]] = {}
+    for name, series in inputs.items():
+        for step, variance, spread in series[:steps]:
+            by_step.setdefault(step, {})[name] = (variance, spread)
+    hits = []
+    for step in sorted(by_step):
+        variances = {n: v for n, (v, _) in by_step[step].items()}
+        low, high = min(variances.values()), max(variances.values())
+        if high > threshold * max(low, 1e-12):
+            hits.append((step, f"activation variance differs {high / max(low, 1e-12):.3g}x "
+                               f"across layers ({min(variances, key=variances.get)} {low:.3g}, "
+                               f"{max(variances, key=variances.get)} {high:.3g}) > {threshold:g}x"))
+            continue
+        collapsed = [n for n, (_, spread) in by_step[step].items() if spread < distribution_range]
+        if collapsed:
+            hits.append((step, f"{collapsed[0]} is collapsed: 5th-95th percentile range < "
+                               f"{distribution_range:g}"))
+    if hits:
+        return found("poor_weight_initialization", len(hits), hits[0][0], hits[0][1])
+    return Verdict("poor_weight_initialization", NO_ISSUES, None,
+                   f"activation variances within {threshold:g}x over the first {steps} "
+                   "recorded steps")
+
+
+def dead_relu(e: Evidence, threshold_inactivity: float, threshold_layer: float) -> Verdict:
+    activity = e.relu_activity()
+    if not activity:
+        return Verdict("dead_relu", NO_DATA, None, "no ReLU activity recorded")
+    hits = [(step, name, 100 * histogram.share_below(threshold_inactivity))
+            for name, series in activity.items() for step, histogram in series
+            if 100 * histogram.share_below(threshold_inactivity) > threshold_layer]
+    if hits:
+        step, name, dead = min(hits)
+        return found("dead_relu", len(hits), step,
+                     f"{dead:.0f}% of {name}'s units are active on under "
+                     f"{threshold_inactivity:g}% of inputs (> {threshold_layer:g}%)")
+    return Verdict("dead_relu", NO_ISSUES, None,
+                   f"no layer of {len(activity)} ReLUs is dead")
+
+
+def saturated_activation(e: Evidence, threshold_tanh: float, threshold_sigmoid: float,
                          threshold_layer: float) -> Verdict:
-    names = t.names("saturation_inputs")
-    if not names:
+    inputs = e.saturation_inputs()
+    if not inputs:
         return Verdict("saturated_activation", NO_DATA, None,
-                       "no tanh_input or sigmoid_input saved (the network has neither)")
-    for name in names:
-        limit = threshold_tanh if "tanh" in name else threshold_sigmoid
-        for step, value in t.series(name, "train"):
-            saturated = float((np.abs(value) > limit).mean() * 100)
+                       "no tanh or sigmoid inputs recorded (the network has neither)")
+    hits = []
+    for name, series in inputs.items():
+        limit = threshold_tanh if "tanh" in name.lower() else threshold_sigmoid
+        for step, histogram in series:
+            saturated = 100 * histogram.share_above(limit)
             if saturated > threshold_layer:
-                return Verdict("saturated_activation", ISSUES, t.global_step("train", step),
-                               f"{saturated:.0f}% of {name} beyond +-{limit:g}")
-    return Verdict("saturated_activation", NO_ISSUES, None, f"{len(names)} inputs unsaturated")
+                hits.append((step, name, saturated, limit))
+    if hits:
+        step, name, saturated, limit = min(hits)
+        return found("saturated_activation", len(hits), step,
+                     f"{saturated:.0f}% of {name}'s inputs beyond +-{limit:g}")
+    return Verdict("saturated_activation", NO_ISSUES, None, f"{len(inputs)} inputs unsaturated")
 
 
-def weight_update_ratio(t: Trial, large_threshold: float, small_threshold: float,
+def weight_update_ratio(e: Evidence, large_threshold: float, small_threshold: float,
                         epsilon: float) -> Verdict:
-    gradients = set(t.names("gradients"))
-    trained = [n for n in t.names("weights") if f"gradient/{n}" in gradients]
-    if not trained:
-        return Verdict("weight_update_ratio", NO_DATA, None, "no trained weights saved twice")
-    compared = 0
-    for name in trained:
-        series = t.series(name, "train")
-        for (_, before), (step, after) in itertools.pairwise(series):
-            ratio = float(np.linalg.norm(after - before) / (np.linalg.norm(before) + epsilon))
-            compared += 1
-            if ratio > large_threshold or ratio < small_threshold:
-                size = "large" if ratio > large_threshold else "small"
-                return Verdict("weight_update_ratio", ISSUES, t.global_step("train", step),
-                               f"{name}'s update/weight ratio {ratio:.3g} is too {size} at train "
-                               f"step {step} (limits {small_threshold:g}..{large_threshold:g})")
+    ratios = e.update_ratios()
+    compared = sum(len(series) for series in ratios.values())
     if not compared:
-        return Verdict("weight_update_ratio", NO_DATA, None, "weights were saved only once")
+        return Verdict("weight_update_ratio", NO_DATA, None, "no weight updates recorded")
+    hits = [(step, name, ratio) for name, series in ratios.items() for step, ratio in series
+            if ratio > large_threshold or ratio < small_threshold]
+    if hits:
+        step, name, ratio = min(hits)
+        size = "large" if ratio > large_threshold else "small"
+        return found("weight_update_ratio", len(hits), step,
+                     f"{name}'s update/weight ratio {ratio:.3g} is too {size} at step {step} "
+                     f"(limits {small_threshold:g}..{large_threshold:g}; {len(hits)} of "
+                     f"{compared} updates)")
     return Verdict("weight_update_ratio", NO_ISSUES, None,
                    f"{compared} updates within {small_threshold:g}..{large_threshold:g}")
 
 
-def class_imbalance(t: Trial, threshold_imbalance: float, threshold_misprediction: float,
+def class_imbalance(e: Evidence, threshold_imbalance: float, threshold_misprediction: float,
                     samples: int, labels_regex: str, predictions_regex: str) -> Verdict:
-    labels_names, logits_names = t.names(regex=labels_regex), t.names(regex=predictions_regex)
-    if not labels_names or not logits_names:
-        return Verdict("class_imbalance", NO_DATA, None,
-                       f"no tensors match {labels_regex} and {predictions_regex}")
-    labels = t.series(labels_names[0], "train")
-    logits = dict(t.series(logits_names[0], "train"))
-    pairs = [(y.reshape(-1), logits[s].reshape(len(y.reshape(-1)), -1).argmax(1), s)
-             for s, y in labels if s in logits]
-    if not pairs:
-        return Verdict("class_imbalance", NO_DATA, None, "labels and predictions saved apart")
-    y_all = np.concatenate([p[0] for p in pairs]).astype(int)
-    counts = np.bincount(y_all[:samples])
-    present = counts[counts > 0]
+    rows = e.class_counts(labels_regex, predictions_regex)
+    if not rows:
+        return Verdict("class_imbalance", NO_DATA, None, "no labels and predictions recorded")
+    size = max(len(seen) for _, seen, _ in rows)
+    grown = [(s, np.pad(seen, (0, size - len(seen))), np.pad(missed, (0, size - len(missed))))
+             for s, seen, missed in rows]
+
+    def total(chosen):
+        return (sum(seen for _, seen, _ in chosen), sum(missed for _, _, missed in chosen))
+
+    def within(chosen_rows):  # whole steps until `samples` images are counted
+        chosen, count = [], 0
+        for row in chosen_rows:
+            if count >= samples:
+                break
+            chosen.append(row)
+            count += row[1].sum()
+        return chosen
+
+    hits = []
+    first, _ = total(within(grown))
+    present = first[first > 0]
     if present.max() > threshold_imbalance * present.min():
-        return Verdict("class_imbalance", ISSUES, t.global_step("train", pairs[0][2]),
-                       f"the largest class has {present.max() / present.min():.3g}x the images of "
-                       f"the smallest (> {threshold_imbalance:g}x) in the first {samples} samples")
-    last_y = np.concatenate([p[0] for p in pairs])[-samples:].astype(int)
-    last_p = np.concatenate([p[1] for p in pairs])[-samples:]
-    for cls in np.unique(last_y):
-        wrong = float((last_p[last_y == cls] != cls).mean())
+        hits.append((grown[0][0], f"the largest class has {present.max() / present.min():.3g}x "
+                                  f"the images of the smallest (> {threshold_imbalance:g}x) in "
+                                  f"the first {samples} samples"))
+    last_seen, last_missed = total(within(list(reversed(grown))))
+    for cls in np.flatnonzero(last_seen):
+        wrong = last_missed[cls] / last_seen[cls]
         if wrong > threshold_misprediction:
-            return Verdict("class_imbalance", ISSUES, t.global_step("train", pairs[-1][2]),
-                           f"class {cls} is mispredicted in {wrong:.0%} of the last {samples} "
-                           f"training samples (> {threshold_misprediction:.0%})")
+            hits.append((grown[-1][0], f"class {cls} is mispredicted in {wrong:.0%} of the last "
+                                       f"{samples} training samples (> "
+                                       f"{threshold_misprediction:.0%})"))
+    if hits:
+        return found("class_imbalance", len(hits), hits[0][0], hits[0][1])
     return Verdict("class_imbalance", NO_ISSUES, None,
                    f"classes balanced within {threshold_imbalance:g}x; no class mispredicted "
                    f"above {threshold_misprediction:.0%}")
@@ -344,17 +596,16 @@ RULE_FUNCTIONS = {f.__name__: f for f in (
 assert set(RULE_FUNCTIONS) == set(RULES)
 
 
-def evaluate(where: str | Path, params: dict | str | None = None,
+def evaluate(evidence: Evidence, params: dict | str | None = None,
              only: list[str] | None = None) -> list[Verdict]:
-    """Every rule (or those named in only) over the trial at where."""
+    """Every rule (or those named in only) over the evidence."""
     parameters = rule_parameters(params)
-    trial = Trial(open_trial(str(where)))
     verdicts = []
     for name, rule in RULE_FUNCTIONS.items():
         if only and name not in only:
             continue
         try:
-            verdicts.append(rule(trial, **parameters[name]))
+            verdicts.append(rule(evidence, **parameters[name]))
         except Exception as e:  # one broken rule must not hide the others' verdicts
             verdicts.append(Verdict(name, ERROR, None, f"{type(e).__name__}: {e}"))
     return verdicts
@@ -362,17 +613,18 @@ def evaluate(where: str | Path, params: dict | str | None = None,
 
 def summary(verdicts: list[Verdict]) -> str:
     width = max([len(v.rule) for v in verdicts] + [4])
-    lines = [f"{'rule':<{width}}  {'status':<13}  {'step':>6}  why"]
+    lines = [f"{'rule':<{width}}  {'status':<13}  {'issues':>6}  {'step':>6}  why"]
     for v in verdicts:
         step = "" if v.step is None else str(v.step)
-        lines.append(f"{v.rule:<{width}}  {v.status:<13}  {step:>6}  {v.why}")
+        lines.append(f"{v.rule:<{width}}  {v.status:<13}  {v.issues:>6}  {step:>6}  {v.why}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("trial", help="the hook's output folder (or an s3:// prefix)")
+    parser.add_argument("record", help="a job's output/tensorboard, or an smdebug trial (a "
+                                       "folder or an s3:// prefix)")
     parser.add_argument("--out", type=Path, help="write rule_report.json here")
     parser.add_argument("--params", default="", help='JSON: {"rule": {"parameter": value}}')
     parser.add_argument("--rules", default="", help="comma-separated rule names (default: all)")
@@ -384,8 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown rules {sorted(unknown)}; rules: {', '.join(RULE_FUNCTIONS)}")
     try:
-        verdicts = evaluate(args.trial, args.params, only)
-    except (NoTrial, ValueError) as e:
+        verdicts = evaluate(open_record(args.record), args.params, only)
+    except (NoRecord, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary(verdicts))
@@ -393,8 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rule_report.json").write_text(
             json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n")
-    found = any(v.status == ISSUES for v in verdicts)
-    return 3 if found and args.fail_on_issues else 0
+    return 3 if args.fail_on_issues and any(v.status == ISSUES for v in verdicts) else 0
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Run the training image exactly as SageMaker runs a training job, on this machine.
 
     python -m scripts.local_training_job --image byoc-train:latest --data demo_data \
-        --job-dir local_run/job --hp epochs=3 --hp weights=none [--debugger]
+        --job-dir local_run/job --hp epochs=3 --hp weights=none [--sagemaker-debugger]
 
 Writes /opt/ml/input/config/{hyperparameters,resourceconfig,inputdataconfig}.json (hyperparameter
-values as SDK v2 sends them: str() of each) and, with --debugger, the debughookconfig.json that
-SageMaker writes for a DebuggerHookConfig (debugger/config.py's collections), mounts each channel
+values as SDK v2 sends them: str() of each) and, with --sagemaker-debugger, the
+debughookconfig.json that SageMaker writes for a DebuggerHookConfig (debugger/config.py's collections), mounts each channel
 read-only at /opt/ml/input/data/<channel>, mounts job-dir as /opt/ml, and runs
 `docker run ... IMAGE train` with hostname algo-1 and TRAINING_JOB_NAME set, as SageMaker does
 (--job-name; the same name again is a restart of the same job, which resumes its checkpoint).
@@ -82,10 +82,12 @@ def main() -> int:
     parser.add_argument("--data", required=True, type=Path, help="folder with train/ valid/ [test/]")
     parser.add_argument("--job-dir", required=True, type=Path, help="becomes /opt/ml")
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
-    parser.add_argument("--debugger", action="store_true",
-                        help="configure the smdebug hook as SageMaker does (tensors in output/tensors)")
+    parser.add_argument("--sagemaker-debugger", action="store_true",
+                        help="configure the smdebug hook as SageMaker Debugger does (a trial in "
+                             "output/tensors, beside the TensorBoard record every job writes)")
     parser.add_argument("--debugger-save-interval", type=int, default=0,
-                        help="with --debugger: save every collection this often (default: theirs)")
+                        help="with --sagemaker-debugger: save every collection this often "
+                             "(default: theirs)")
     parser.add_argument("--job-name", default=DEFAULT_JOB_NAME,
                         help="TRAINING_JOB_NAME; the same name again resumes that job's checkpoint")
     parser.add_argument("--checkpoints", type=Path,
@@ -93,7 +95,7 @@ def main() -> int:
     args = parser.parse_args()
     hyperparameters = dict(item.split("=", 1) for item in args.hp)
     prepare_job(args.job_dir, args.data, hyperparameters,
-                args.debugger_save_interval if args.debugger else None)
+                args.debugger_save_interval if args.sagemaker_debugger else None)
     return subprocess.call(docker_command(args.image, args.job_dir, args.data,
                                           job_name=args.job_name, checkpoints=args.checkpoints))
 

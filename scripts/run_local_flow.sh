@@ -29,13 +29,14 @@ while IFS= read -r kv; do hp_args+=(--hp "$kv"); done < <(
   "$python" -c 'import json; [print(f"{k}={v}") for k, v in json.load(open("scripts/demo_hyperparameters.json")).items()]')
 started=$(date +%s)
 "$python" -m scripts.local_training_job --image byoc-train:latest --data demo_data \
-  --job-dir "$work/job" --debugger "${hp_args[@]}" 2>&1 | tee "$work/train.log" | grep -E "#metrics|FAILURE|ERROR" || true
+  --job-dir "$work/job" "${hp_args[@]}" 2>&1 | tee "$work/train.log" | grep -E "#metrics|FAILURE|ERROR" || true
 [ -f "$work/job/output/success" ] || { echo "training failed:"; cat "$work/job/output/failure"; exit 1; }
 echo "trained in $(( $(date +%s) - started )) s; model artifact in $work/job/model"
 "$python" -c 'import json, sys
 for v in json.load(open(sys.argv[1])): print("  rule %-28s %s" % (v["rule"], v["status"]))' \
   "$work/job/output/data/rule_report.json"
 echo "training report (plots, debugger and profiler rules): $work/job/output/data/training_report.html"
+echo "the job's TensorBoard record: tensorboard --logdir $work/job/output/tensorboard"
 
 echo "== 4/4 serving the model from the serving container (\`serve\`, /opt/ml/model) and classifying"
 "$python" -m scripts.local_endpoint --image byoc-serve:latest --model "$work/job/model" \

@@ -14,7 +14,7 @@ import json
 import typing
 from dataclasses import dataclass, field
 
-from debugger.config import HOOK_MODES, rule_parameters
+from debugger.config import HOOK_MODES, rule_actions, rule_parameters
 
 OPTIMIZERS = ("adamw", "sgd")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
@@ -58,10 +58,13 @@ class TrainConfig:
     export_int8: bool = True  # an int8 copy of model.onnx for CPU endpoints, gated on agreement
     drift_baseline: bool = True  # baseline.json for the drift monitor, from the validation images
     log_every_steps: int = 20
-    # Debugger and profiler (debugger/)
-    debugger: str = "auto"  # auto (hook when SageMaker configures one), on, strict, off
-    debugger_save_interval: int = 0  # > 0: save every collection this often (default config)
+    # The record, the rules and the profiler (debugger/)
+    record_interval: int = 10  # steps between the record's per-layer statistics (debugger/record.py)
     rule_parameters: dict = field(default_factory=dict)  # rule thresholds: {"overfit": {"patience": 2}}
+    rule_actions: dict = field(default_factory=dict)  # {"loss_not_decreasing": "stop"}
+    # SageMaker Debugger's smdebug hook: auto (when SageMaker configures one), on, strict, off
+    debugger: str = "auto"
+    debugger_save_interval: int = 0  # > 0: save every collection this often (default config)
     profiler: bool = True  # sample CPU/GPU/memory and time each step; report in output/data
     profiler_interval: float = 1.0  # seconds between system samples
     profiler_trace_steps: int = 3  # first-epoch steps traced by torch.profiler; 0 = none
@@ -90,13 +93,15 @@ class TrainConfig:
             (self.log_every_steps >= 1, "log_every_steps must be >= 1"),
             (self.debugger in HOOK_MODES, f"debugger must be one of {HOOK_MODES}"),
             (self.debugger_save_interval >= 0, "debugger_save_interval must be >= 0"),
+            (self.record_interval >= 1, "record_interval must be >= 1"),
             (self.profiler_interval > 0, "profiler_interval must be > 0"),
             (self.profiler_trace_steps >= 0, "profiler_trace_steps must be >= 0"),
         ]
-        try:
-            rule_parameters(self.rule_parameters)
-        except ValueError as e:
-            checks.append((False, f"rule_parameters: {e}"))
+        for name, check in (("rule_parameters", rule_parameters), ("rule_actions", rule_actions)):
+            try:
+                check(getattr(self, name))
+            except ValueError as e:
+                checks.append((False, f"{name}: {e}"))
         errors = [message for ok, message in checks if not ok]
         if errors:
             raise ConfigError("bad hyperparameters: " + "; ".join(errors))
@@ -109,8 +114,8 @@ class TrainConfig:
 # Hyperparameters that change how a run is watched or written, not what it trains: a run may
 # resume another run's checkpoint of the same job with other values for these.
 NOT_TRAINING = ("num_workers", "log_every_steps", "model_name", "export_onnx", "export_int8",
-                "drift_baseline", "debugger",
-                "debugger_save_interval", "rule_parameters", "profiler", "profiler_interval",
+                "drift_baseline", "debugger", "debugger_save_interval", "record_interval",
+                "rule_parameters", "rule_actions", "profiler", "profiler_interval",
                 "profiler_trace_steps")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

@@ -30,6 +30,7 @@ class Paths:
     failure_file: Path  # SageMaker shows its text as the job's FailureReason
     checkpoint_dir: Path  # synced with checkpoint_s3_uri for spot training
     tensors_dir: Path  # the debugger hook's trial, when not configured by SageMaker
+    tensorboard_dir: Path  # the record: TensorBoardOutputConfig's LocalPath, uploaded live
     cache_dir: Path  # decoded, resized images (not under /opt/ml: it is reserved)
 
 
@@ -72,6 +73,7 @@ def resolve_paths(
         failure_file=output_dir / "failure",
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else checkpoints,
         tensors_dir=output_dir / "tensors",  # where SageMaker's hook config points too
+        tensorboard_dir=output_dir / "tensorboard",
         cache_dir=Path(cache_dir or os.environ.get("BYOC_CACHE_DIR", "/tmp/byoc-image-cache")),
     )
 

@@ -5,6 +5,7 @@ import METRIC_DEFINITIONS from here. A metric line looks like
 
     #metrics epoch=3 train_loss=0.5123 train_acc=0.8312 valid_loss=0.6012 valid_acc=0.8100 valid_best_acc=0.8250 ...
     #metrics test_loss=0.4410 test_top1=0.9200 test_top5=0.9900
+    #metrics issues_vanishing_gradient=0 issues_overfit=2 ...            (each rule's issues)
 
 Every value is key=number with no spaces; each key appears on one kind of line only, and no key
 ends another (a regex for valid_acc= must not read valid_best_acc=).
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import math
 import re
+
+from debugger.config import PROFILER_RULES, RULES
 
 PREFIX = "#metrics"
 _NUMBER = r"([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|nan|inf))"
@@ -30,6 +33,8 @@ METRICS = {
     "epoch:time_seconds": "epoch_time",
     "train:images_per_second": "images_per_sec",
 }
+# Each rule's count of issues found so far, logged every epoch: CloudWatch and the tuner see them.
+METRICS.update({f"rule:{rule}": f"issues_{rule}" for rule in {**RULES, **PROFILER_RULES}})
 METRIC_DEFINITIONS = [
     {"Name": name, "Regex": rf"{key}={_NUMBER}"} for name, key in METRICS.items()
 ]

@@ -30,6 +30,8 @@ import numpy as np
 from artifact.manifest import Manifest, Preprocessing, write_manifest
 from debugger import hook as debug_hook
 from debugger import profiler, report, rules
+from debugger.record import Recorder
+from debugger.watch import RuleWatch
 from train import checkpoint, distributed, quantize
 from train.config import (NOT_TRAINING, ConfigError, TrainConfig, describe, from_hyperparameters,
                           pairs_to_dict)
@@ -83,6 +85,7 @@ class Precision:
 class Progress:
     """Where the run stands: what a checkpoint saves and restores."""
     epoch: int = 0  # epochs completed
+    steps: int = 0  # training steps completed (the record's global step)
     consumed: int = 0  # images this rank has trained on in the current epoch (shards are equal)
     partial: list[float] | None = None  # rank 0's [loss sum, correct, count] of that epoch so far
     history: list[dict] = field(default_factory=list)  # one record per completed epoch
@@ -117,10 +120,14 @@ class Training:
     scaler: torch.amp.GradScaler
     precision: Precision
     hook: object  # the smdebug hook, or None
-    monitor: profiler.Monitor
+    recorder: Recorder  # the TensorBoard record (rank 0's; disabled on the others)
+    watch: RuleWatch | None  # the rules over the record (rank 0 only)
+    profiler: profiler.Profiler
     stop: checkpoint.StopRequested
     checkpoints: checkpoint.JobCheckpoints
     progress: Progress = field(default_factory=Progress)
+    stopped_by: rules.Verdict | None = None  # the rule whose action stopped training early
+    verdicts: list[rules.Verdict] = field(default_factory=list)  # the rules' latest
 
     @property
     def classes(self) -> list[str]:
@@ -142,21 +149,30 @@ def train_one_epoch(training: Training) -> list[float]:
     # Partial sums of a resumed epoch are rank 0's own (only rank 0 saves checkpoints).
     sums = (progress.partial if ctx.is_main else None) or [0.0, 0.0, 0.0]
     epoch, steps = progress.epoch + 1, len(t.data.train)
-    for step, (images, labels) in enumerate(t.monitor.timed(t.data.train, epoch), start=1):
+    for step, (images, labels) in enumerate(t.profiler.timed(t.data.train, epoch), start=1):
+        global_step = progress.steps + 1
+        t.recorder.start_step(global_step)
         labels = labels.to(ctx.device, non_blocking=True)
         with t.precision.autocast():
             logits = t.net(t.normalizer(images))
             loss = t.criterion(logits, labels)
         loss_value = loss.item()
+        t.recorder.loss(global_step, loss_value, logits, labels)
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"the training loss became {loss_value} at epoch {epoch} "
                                      f"step {step}: lower lr (now {t.config.lr}) or check the data")
         t.optimizer.zero_grad(set_to_none=True)
         t.scaler.scale(loss).backward()
+        if t.precision.loss_scaling and t.recorder.records_tensors(global_step):
+            t.scaler.unscale_(t.optimizer)  # the record's gradients as the optimizer sees them
+        t.recorder.before_update(global_step)
+        lr = t.scheduler.get_last_lr()[-1]
         t.scaler.step(t.optimizer)
         t.scaler.update()
         t.scheduler.step()
-        t.monitor.end_step(loss_value)
+        t.recorder.after_update(global_step, lr)
+        progress.steps = global_step
+        t.profiler.end_step(global_step, loss_value)
         n = len(labels)
         sums = [sums[0] + loss_value * n, sums[1] + (logits.argmax(1) == labels).sum().item(),
                 sums[2] + n]
@@ -176,14 +192,17 @@ def train_one_epoch(training: Training) -> list[float]:
     return ctx.all_sum(sums)
 
 
-def evaluate(training: Training, loader) -> tuple[float, float]:
-    """Validation loss (plain cross-entropy) and accuracy over every rank's shard."""
+def evaluate(training: Training, loader) -> tuple[float, float, float]:
+    """Validation loss (plain cross-entropy) and accuracy over every rank's shard, and this
+    rank's mean batch loss under the training criterion (what the overfit rules compare with
+    the training loss; the debugger hook saves each batch's)."""
     t = training
     debug_hook.set_mode(t.hook, "eval")
+    batch_losses = []
     logits, labels = predict(t.model, loader, t.normalizer, t.precision.autocast,
-                             loss_fn=t.criterion if t.hook else None)
+                             loss_fn=lambda out, y: batch_losses.append(t.criterion(out, y).item()))
     loss, correct, count = t.ctx.all_sum(loss_and_correct(logits, labels, nn.CrossEntropyLoss()))
-    return loss / count, correct / count
+    return loss / count, correct / count, float(np.mean(batch_losses)) if batch_losses else 0.0
 
 
 def fit(training: Training) -> None:
@@ -198,7 +217,7 @@ def fit(training: Training) -> None:
         resumed_at, started = progress.consumed, time.perf_counter()
         loss_sum, correct, count = train_one_epoch(t)
         train_seconds = time.perf_counter() - started
-        valid_loss, valid_acc = evaluate(t, t.data.valid)
+        valid_loss, valid_acc, valid_criterion_loss = evaluate(t, t.data.valid)
         if valid_acc > progress.best_acc:
             progress.best_acc, progress.best_epoch = valid_acc, epoch + 1
             progress.best_model = {k: v.detach().cpu().clone()
@@ -214,11 +233,33 @@ def fit(training: Training) -> None:
         progress.history.append(record)
         if t.ctx.is_main:
             log.info(format_metrics(**record))
+        t.recorder.epoch(progress.steps, record, valid_criterion_loss)
+        stop_rule = judge_rules(t)
         save_checkpoint(t)
+        if t.ctx.any_rank(stop_rule is not None):  # rank 0 judges; every rank stops
+            if stop_rule is not None:
+                t.stopped_by = stop_rule
+                log.warning("rule_actions: %s fired, so training stops after epoch %d (%s)",
+                            stop_rule.rule, progress.epoch, stop_rule.why)
+            break
         patience = config.early_stopping_patience
         if patience and progress.epoch - progress.best_epoch >= patience:
             log.info("early stopping: valid accuracy has not improved for %d epochs", patience)
             break
+
+
+def judge_rules(training: Training) -> rules.Verdict | None:
+    """On rank 0: every rule over the record so far, its issue counts as a #metrics line; the
+    verdict whose rule_actions entry stops training, if one fired."""
+    t = training
+    if t.watch is None:
+        return None
+    t.recorder.profile(*t.profiler.drain())
+    t.recorder.flush()
+    verdicts = t.watch.judge()
+    log.info(format_metrics(**{f"issues_{v.rule}": v.issues for v in verdicts}))
+    t.verdicts = verdicts
+    return t.watch.report(verdicts)
 
 
 def load_data(config: TrainConfig, ctx: distributed.Context, splits: dict[str, Split],
@@ -266,7 +307,8 @@ def preprocessing(config: TrainConfig) -> Preprocessing:
 
 def setup(config: TrainConfig, paths: Paths, ctx: distributed.Context, data: Data,
           model: nn.Module, head_name: str) -> Training:
-    """The model on its device, the loss, optimizer, schedule, precision, hook and monitor."""
+    """The model on its device, the loss, optimizer, schedule, precision, hook, record, rules
+    and profiler."""
     set_trainable(model, head_name, config.finetune_blocks)
     cuda_layout = ctx.device.type == "cuda" and config.channels_last
     steps = preprocessing(config)
@@ -274,9 +316,12 @@ def setup(config: TrainConfig, paths: Paths, ctx: distributed.Context, data: Dat
     model.to(ctx.device, memory_format=torch.channels_last if cuda_layout else torch.preserve_format)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     precision = Precision.choose(ctx.device, config.amp)
+    # The hook first: smdebug's protobuf runtime must be chosen before TensorBoard's writer
+    # imports protobuf.
     hook = debug_hook.create(config.debugger, model, criterion, paths.tensors_dir,
                              save_interval=config.debugger_save_interval,
                              bfloat16=precision.dtype == torch.bfloat16, is_main=ctx.is_main)
+    num_classes = len(data.splits["train"].classes)
     net = model
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(
@@ -288,12 +333,15 @@ def setup(config: TrainConfig, paths: Paths, ctx: distributed.Context, data: Dat
         scheduler=make_scheduler(optimizer, config, len(data.train)),
         scaler=torch.amp.GradScaler("cuda", enabled=precision.loss_scaling),
         precision=precision, hook=hook,
-        monitor=profiler.Monitor(
+        recorder=Recorder(paths.tensorboard_dir if ctx.is_main else None, model, num_classes,
+                          config.record_interval),
+        watch=RuleWatch(paths.tensorboard_dir, config.rule_parameters, config.rule_actions)
+        if ctx.is_main else None,
+        profiler=profiler.Profiler(
             config.profiler and ctx.is_main,
             interval=profiler.sagemaker_interval() or config.profiler_interval,
             gpus=[ctx.device.index or 0] if ctx.device.type == "cuda" else [],
-            trace_dir=paths.output_data_dir / "profiler-trace",
-            trace_steps=config.profiler_trace_steps),
+            trace_dir=paths.tensorboard_dir, trace_steps=config.profiler_trace_steps),
         stop=checkpoint.StopRequested().install(),
         checkpoints=checkpoint.JobCheckpoints(paths.checkpoint_dir, checkpoint.job_name()),
     )
@@ -310,7 +358,7 @@ def save_checkpoint(training: Training) -> None:
         })
 
 
-def resume(training: Training) -> None:
+def resume(training: Training) -> bool:
     """Continue this job from its own checkpoint, if it has one. Other jobs' checkpoints (a
     shared checkpoint prefix brings them here) are never read, resumed or overwritten."""
     t, where = training, training.checkpoints
@@ -320,7 +368,7 @@ def resume(training: Training) -> None:
                  ", ".join(others))
     saved = where.load()
     if saved is None:
-        return
+        return False
     changed = {k: (saved["config"].get(k), v) for k, v in vars(t.config).items()
                if k not in NOT_TRAINING and saved["config"].get(k) != v}
     if saved["classes"] != t.classes or changed:
@@ -337,6 +385,7 @@ def resume(training: Training) -> None:
         checkpoint.set_rng_state(saved["rng"])
     log.info("resumed from %s at epoch %d (+%d images)", where.directory, t.progress.epoch + 1,
              t.progress.consumed)
+    return True
 
 
 def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
@@ -348,8 +397,9 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
     model, head_name = create_model(config, len(splits["train"].classes))
     data = load_data(config, ctx, splits, paths.cache_dir)
     training = setup(config, paths, ctx, data, model, head_name)
-    resume(training)
-    training.monitor.start()
+    resumed = resume(training)
+    training.recorder.start(fresh=not resumed)
+    training.profiler.start()
     try:
         fit(training)
     except BaseException as e:
@@ -365,38 +415,47 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
 
 
 def report_run(training: Training, failure: BaseException | None = None) -> None:
-    """Close the debugger hook, run the rules over its trial, and write rule_report.json and
-    training_report.html to output/data: after a failed run too, which is when they matter."""
+    """Close the debugger hook and the record, run the rules over the whole record once more,
+    and write rule_report.json, profile.json and training_report.html to output/data: after a
+    failed run too, which is when they matter."""
     t, config, progress = training, training.config, training.progress
-    trial = debug_hook.close(t.hook, t.model, t.criterion)
-    profile = t.monitor.stop()
+    debug_hook.close(t.hook, t.model, t.criterion)
+    profile = t.profiler.stop()
     if not t.ctx.is_main:
         return
     out = t.paths.output_data_dir
     try:
-        debugger_verdicts = None
-        if trial is not None and (trial / "index").is_dir():
-            started = time.perf_counter()
-            debugger_verdicts = rules.evaluate(trial, config.rule_parameters)
-            log.info("debugger rules over %s (%.1f s):\n%s", trial,
-                     time.perf_counter() - started, rules.summary(debugger_verdicts))
-        profiler_verdicts = profiler.evaluate(profile, config.rule_parameters)
+        started = time.perf_counter()
+        judge_rules(t)
+        t.recorder.close()
+        verdicts = t.verdicts
+        log.info("rules over %s (%.1f s):\n%s", t.paths.tensorboard_dir,
+                 time.perf_counter() - started, rules.summary(verdicts))
         out.mkdir(parents=True, exist_ok=True)
-        verdicts = (debugger_verdicts or []) + profiler_verdicts
-        (out / "rule_report.json").write_text(
-            json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n")
+        (out / "rule_report.json").write_text(json.dumps(
+            [{**v.to_dict(), "stopped_training": t.stopped_by is not None
+              and v.rule == t.stopped_by.rule} for v in verdicts], indent=2) + "\n")
         (out / "profile.json").write_text(json.dumps(profile) + "\n")
+        if failure:
+            outcome = f"failed: {failure}"
+        elif t.stopped_by:
+            outcome = (f"stopped early by rule {t.stopped_by.rule} (rule_actions), after epoch "
+                       f"{len(progress.history)}: {t.stopped_by.why}")
+        else:
+            outcome = "completed"
         facts = {"job": os.environ.get("TRAINING_JOB_NAME", "local run"),
                  "architecture": config.architecture, "epochs run": len(progress.history),
                  "best valid accuracy": f"{progress.best_acc:.4f} (epoch {progress.best_epoch})",
-                 "outcome": f"failed: {failure}" if failure else "completed"}
+                 "outcome": outcome}
         path = report.write(out / "training_report.html", title="Training report", facts=facts,
                             history=progress.history, profile=profile,
-                            debugger_verdicts=debugger_verdicts,
-                            profiler_verdicts=profiler_verdicts)
+                            debugger_verdicts=[v for v in verdicts if v.rule in rules.RULE_FUNCTIONS],
+                            profiler_verdicts=[v for v in verdicts
+                                               if v.rule in profiler.RULE_FUNCTIONS])
         log.info("training report: %s", path)
     except Exception:  # the report must never hide the run's own outcome
         log.exception("could not write the training report")
+        t.recorder.close()
 
 
 def write_outputs(training: Training) -> dict:

@@ -28,23 +28,49 @@ def test_trains_the_demo_data_to_95_percent(demo_job):
         assert (job / "output" / "data" / name).is_file()
 
 
-def test_the_debugger_hook_saves_a_trial_from_sagemakers_config(demo_job):
-    from debugger.rules import Trial, open_trial
+def test_every_job_writes_the_tensorboard_record_and_judges_the_rules(demo_job):
+    from tensorboard.backend.event_processing import event_accumulator
 
     job, log = demo_job
-    assert (job / "input" / "config" / "debughookconfig.json").is_file()
-    trial = Trial(open_trial(str(job / "output" / "tensors")))  # where SageMaker's config points
-    train_losses = trial.series("CrossEntropyLoss_output_0", "train")
-    assert len(train_losses) == 20 * (240 // 32)  # every step: 20 epochs, 240 images, batch 32
-    assert len(trial.loss_passes()) == 20  # one validation pass per epoch
-    assert trial.names("weights") and trial.names("relu_output")
+    assert not (job / "input" / "config" / "debughookconfig.json").exists()
+    assert not (job / "output" / "tensors").exists()  # no smdebug without SageMaker's hook
+    record = job / "output" / "tensorboard"  # TensorBoardOutputConfig's LocalPath
+    events = event_accumulator.EventAccumulator(str(record)).Reload()
+    assert len(events.Scalars("loss/train")) == 20 * (240 // 32)  # every step: 20 epochs
+    assert list(record.glob("*.pt.trace.json"))  # torch.profiler's trace, for its plugin
     verdicts = {v["rule"]: v for v in json.loads((job / "output/data/rule_report.json").read_text())}
-    assert {"exploding_tensor", "loss_not_decreasing", "overfit", "dataloader_bound"} <= set(verdicts)
-    assert verdicts["exploding_tensor"]["status"] == "NoIssuesFound"
+    assert len(verdicts) == 16 and verdicts["exploding_tensor"]["status"] == "NoIssuesFound"
+    metrics = parse_metrics(log)
+    assert len(metrics["rule:exploding_tensor"]) == 20 + 1  # every epoch, and at the end
+    assert metrics["rule:overtraining"][-1] == verdicts["overtraining"]["issues"]
     report = (job / "output" / "data" / "training_report.html").read_text()
     assert report.count('class="plot"') == 4
-    assert list((job / "output" / "data" / "profiler-trace").glob("*.pt.trace.json"))
-    assert "debugger rules over /opt/ml/output/tensors" in log
+    assert "rules over /opt/ml/output/tensorboard" in log
+
+
+def test_a_sagemaker_debugger_job_saves_the_trial_and_a_rule_action_stops_it(train_image,
+                                                                             demo_data, tmp_path):
+    """An account that still has SageMaker Debugger: the hook config SageMaker writes makes the
+    job save an smdebug trial too. A learning rate of 0 never lowers the loss; the job's
+    rule_actions stop it when loss_not_decreasing fires, and it still exports its best model."""
+    from debugger.rules import SmdebugTrial
+
+    job = tmp_path / "job"
+    prepare_job(job, demo_data, {
+        **TINY, "epochs": "6", "lr": "0", "rule_actions": {"loss_not_decreasing": "stop"},
+        "rule_parameters": {"loss_not_decreasing": {"num_steps": 4}}}, debugger_save_interval=0)
+    result = subprocess.run(docker_command(train_image, job, demo_data), capture_output=True,
+                            text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "rule_actions: loss_not_decreasing fired, so training stops after epoch" in log
+    history = json.loads((job / "output" / "data" / "history.json").read_text())
+    assert len(history) < 6 and (job / "output" / "success").exists()
+    assert read_manifest(job / "model").metrics["epochs_run"] == len(history)
+    verdicts = {v["rule"]: v for v in json.loads((job / "output/data/rule_report.json").read_text())}
+    assert verdicts["loss_not_decreasing"]["stopped_training"] is True
+    trial = SmdebugTrial(str(job / "output" / "tensors"))  # where SageMaker's config points
+    assert len(trial.train_losses()) == len(history) * (240 // 16)
 
 
 def test_missing_channel_fails_with_the_reason_in_the_failure_file(train_image, tmp_path):

@@ -1,5 +1,6 @@
-"""Debugger and profiler: real tiny training runs judged by the rules, the rule command, the
-profiler's bottleneck rules, and the HTML report rendered by a real browser."""
+"""The rules, the record and the profiler: real tiny training runs judged by the rules over
+their TensorBoard record (and an smdebug trial of the same run), rule actions, the rule command,
+the profiler's bottleneck rules, and the HTML report rendered by a real browser."""
 import json
 import os
 import shutil
@@ -13,13 +14,7 @@ from debugger.config import collections
 from debugger.rules import ISSUES, NO_DATA, NO_ISSUES
 from scripts.make_demo_data import generate
 from tests.conftest import ROOT, tiny_args
-
-# Losses every step (the loss rules need many points); full tensors every 10-20 steps (a
-# ResNet-18's weights and gradients are 90 MB a save).
-EVERY_STEP = {"losses": 1, "loss_inputs": 1}
-EVERYTHING = {**EVERY_STEP, "gradients": 20, "weights": 20, "biases": 20, "relu_input": 10,
-              "relu_output": 10, "saturation_inputs": 10}
-
+from train.metrics import parse_metrics
 
 def hook_config(path, local_path, intervals: dict) -> str:
     """A debughookconfig.json in SageMaker's shape, saving the collections named in intervals."""
@@ -34,13 +29,15 @@ def hook_config(path, local_path, intervals: dict) -> str:
 
 
 def run(data, root, intervals=None, **overrides):
-    """train.train with the hook configured as SageMaker does it (SMDEBUG_CONFIG_FILE_PATH)."""
+    """train.train; with intervals, also the smdebug hook configured as SageMaker does it
+    (SMDEBUG_CONFIG_FILE_PATH). Returns (result, verdicts by rule from rule_report.json)."""
     root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ}
+    values = {"log_every_steps": 100, "profiler_interval": 0.1, **overrides}
     if intervals is not None:
         env["SMDEBUG_CONFIG_FILE_PATH"] = hook_config(root / "debughookconfig.json",
                                                       root / "tensors", intervals)
-    values = {"debugger": "strict", "log_every_steps": 100, "profiler_interval": 0.1, **overrides}
+        values.setdefault("debugger", "strict")
     cmd = [sys.executable, "-m", "train.train", "--data-dir", str(data), "--output-root",
            str(root / "out"), "--cache-dir", str(root / "cache"), *tiny_args(**values)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
@@ -54,14 +51,19 @@ def twenty_per_class(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("d20") / "data", {"train": 20, "valid": 5, "test": 1})
 
 
+# The record's tensors every 5 steps (and each of the first 10), the hook's at the same pace: the
+# two records of one run see the same training.
+RECORD_INTERVAL = 5
+BOTH = {"losses": 1, "loss_inputs": 1, "gradients": 5, "weights": 5, "biases": 5,
+        "relu_input": 5, "relu_output": 5, "saturation_inputs": 5}
+
+
 @pytest.fixture(scope="module")
 def healthy(twenty_per_class, tmp_path_factory):
+    """A short healthy run, stopped (4 epochs) before it converges, writing both records."""
     root = tmp_path_factory.mktemp("healthy")
-    # Windows of 20 steps: near convergence, a 10-step window of this tiny run's loss can fall
-    # by less than the rule's 0.1% (whether it does depends on the seed), which is healthy.
-    result, verdicts = run(twenty_per_class, root, EVERYTHING, epochs=8,
-                           rule_parameters=json.dumps({"class_imbalance": {"samples": 120},
-                                                       "loss_not_decreasing": {"num_steps": 20}}))
+    result, verdicts = run(twenty_per_class, root, BOTH, epochs=4, record_interval=RECORD_INTERVAL,
+                           rule_parameters=json.dumps({"class_imbalance": {"samples": 120}}))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root, result, verdicts
 
@@ -70,42 +72,96 @@ def issues(verdicts):
     return sorted(name for name, v in verdicts.items() if v["status"] == ISSUES)
 
 
-def test_a_healthy_run_fires_no_rule(healthy):
+def test_a_short_healthy_run_fires_no_tensor_or_overfit_rule(healthy):
     _, result, verdicts = healthy
-    assert issues(verdicts) == []
+    for rule in ("vanishing_gradient", "exploding_tensor", "overfit"):
+        assert verdicts[rule]["status"] == NO_ISSUES, verdicts[rule]
     # Every debugger rule had data to judge, but saturated_activation (a ResNet has no tanh).
-    judged = {name for name, v in verdicts.items() if v["status"] == NO_ISSUES}
+    judged = {name for name, v in verdicts.items() if v["status"] in (NO_ISSUES, ISSUES)}
     assert {"vanishing_gradient", "exploding_tensor", "loss_not_decreasing", "overfit",
             "overtraining", "poor_weight_initialization", "dead_relu", "weight_update_ratio",
             "class_imbalance", "dataloader_bound", "step_outlier", "memory_increase"} <= judged
     assert verdicts["saturated_activation"]["status"] == NO_DATA
-    assert "debugger rules over" in result.stdout
+    assert "rules over" in result.stdout
 
 
-def test_the_saved_trial_reads_back(healthy):
-    from debugger.rules import Trial, open_trial
+def test_the_rules_run_every_epoch_and_their_counts_reach_the_metric_definitions(healthy):
+    _, result, verdicts = healthy
+    metrics = parse_metrics(result.stdout)
+    # One line per epoch (the rules judged the record while the job ran), and one at its end.
+    assert len(metrics["rule:overfit"]) == 4 + 1
+    for rule, verdict in verdicts.items():
+        assert metrics[f"rule:{rule}"][-1] == verdict["issues"]
+    assert all(v["issues"] == 0 for v in verdicts.values() if v["status"] != ISSUES)
+
+
+def test_tensorboards_reader_opens_the_record(healthy):
+    from tensorboard.backend.event_processing import event_accumulator
 
     root, _, _ = healthy
-    trial = Trial(open_trial(str(root / "tensors")))
-    assert trial.names("losses") == ["CrossEntropyLoss_output_0"]
-    assert any(n.startswith("gradient/") for n in trial.names("gradients"))
-    assert trial.names("relu_output") and trial.names(regex="CrossEntropyLoss_input_.*")
-    passes = trial.loss_passes()  # one per epoch: (global step, train mean, valid mean)
-    assert len(passes) == 8 and all(train > 0 and valid > 0 for _, train, valid in passes)
+    folder = root / "out" / "output" / "tensorboard"
+    events = event_accumulator.EventAccumulator(str(folder), size_guidance={
+        event_accumulator.SCALARS: 0, event_accumulator.HISTOGRAMS: 0}).Reload()
+    scalars, histograms = events.Tags()["scalars"], events.Tags()["histograms"]
+    steps = len(events.Scalars("loss/train"))
+    assert steps == 4 * (120 // 16) and len(events.Scalars("lr")) == steps  # every step
+    assert [e.step for e in events.Scalars("epoch/valid_acc")] == [1, 2, 3, 4]
+    assert len(events.Scalars("loss/valid_pass")) == 4
+    recorded = [e.step for e in events.Scalars("gradient/fc.0.weight/mean_abs")]
+    assert recorded == [*range(1, 11), 15, 20, 25]
+    for prefix in ("weight/fc.0.weight/", "update_ratio/layer1.0.conv1.weight",
+                   "relu_input/layer1.0.relu/", "relu_input/layer1.0.relu#2/", "step/",
+                   "system/cpu_percent"):
+        assert any(t.startswith(prefix) for t in scalars), prefix
+    assert {"classes/labels", "relu_activity/relu"} <= set(histograms)
+    assert list(folder.glob("*.pt.trace.json"))  # torch.profiler's trace, for its plugin
+
+
+def test_the_tensorboard_record_and_the_smdebug_trial_give_the_same_verdicts(healthy):
+    """One run wrote both records; every debugger rule judges each to the same status."""
+    from debugger.rules import SmdebugTrial, TensorBoardRecord, evaluate
+
+    root, _, verdicts = healthy
+    params = {"class_imbalance": {"samples": 120}}
+    tensorboard = {v.rule: v.status for v in evaluate(
+        TensorBoardRecord(root / "out" / "output" / "tensorboard"), params)}
+    trial = {v.rule: v.status for v in evaluate(SmdebugTrial(str(root / "tensors")), params)}
+    assert trial == tensorboard
+    assert tensorboard == {rule: verdicts[rule]["status"] for rule in tensorboard}
+    assert {ISSUES, NO_ISSUES} & set(trial.values())  # both judged, not NoData throughout
 
 
 def test_zero_learning_rate_fires_loss_not_decreasing(twenty_per_class, tmp_path):
     # A flat loss passes each window-to-window comparison by chance half the time: many windows.
-    result, verdicts = run(twenty_per_class, tmp_path, EVERY_STEP, epochs=8, lr=0,
+    result, verdicts = run(twenty_per_class, tmp_path, epochs=8, lr=0,
                            rule_parameters=json.dumps({"loss_not_decreasing": {"num_steps": 5}}))
     assert result.returncode == 0, result.stdout[-3000:]
     assert verdicts["loss_not_decreasing"]["status"] == ISSUES
+    assert verdicts["weight_update_ratio"]["status"] == ISSUES  # nothing moves at all
     assert "exploding_tensor" not in issues(verdicts)
 
 
+def test_a_rule_action_stops_training_and_keeps_the_best_model(twenty_per_class, tmp_path):
+    result, verdicts = run(
+        twenty_per_class, tmp_path, epochs=8, lr=0,
+        rule_parameters=json.dumps({"loss_not_decreasing": {"num_steps": 3}}),
+        rule_actions=json.dumps({"loss_not_decreasing": "stop"}))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "rule_actions: loss_not_decreasing fired, so training stops after epoch" in result.stdout
+    history = json.loads((tmp_path / "out/output/data/history.json").read_text())
+    assert len(history) < 8
+    assert verdicts["loss_not_decreasing"]["stopped_training"] is True
+    assert not any(v["stopped_training"] for r, v in verdicts.items() if r != "loss_not_decreasing")
+    from artifact.manifest import read_manifest
+
+    manifest = read_manifest(tmp_path / "out" / "model")
+    assert manifest.metrics["epochs_run"] == len(history)
+    report = (tmp_path / "out/output/data/training_report.html").read_text()
+    assert "stopped early by rule loss_not_decreasing" in report
+
+
 def test_an_enormous_learning_rate_fires_exploding_tensor(twenty_per_class, tmp_path):
-    result, verdicts = run(twenty_per_class, tmp_path, {"losses": 1, "gradients": 2},
-                           epochs=2, lr=1e6)
+    result, verdicts = run(twenty_per_class, tmp_path, epochs=2, lr=1e6)
     assert result.returncode == 1  # the loss became infinite: the run fails, the rules still run
     assert "the training loss became" in (tmp_path / "out/output/failure").read_text()
     assert verdicts["exploding_tensor"]["status"] == ISSUES
@@ -114,33 +170,44 @@ def test_an_enormous_learning_rate_fires_exploding_tensor(twenty_per_class, tmp_
 
 def test_long_training_on_a_tiny_split_fires_overfit(tmp_path):
     data = generate(tmp_path / "data", {"train": 2, "valid": 10, "test": 1})
-    result, verdicts = run(data, tmp_path / "run", EVERY_STEP, epochs=25, batch_size=4,
-                           dropout=0, label_smoothing=0)
+    result, verdicts = run(data, tmp_path / "run", epochs=25, batch_size=4, dropout=0,
+                           label_smoothing=0)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert {"overfit", "overtraining"} & set(issues(verdicts))
+    assert verdicts["overfit"]["status"] == ISSUES
 
 
-def test_the_rule_command_judges_a_saved_trial_again(healthy, tmp_path):
+def test_a_vanishing_threshold_fires_vanishing_gradient(small_data, tmp_path):
+    """The job's rule_parameters reach the rules: every gradient is below a threshold of 1."""
+    result, verdicts = run(small_data, tmp_path, epochs=1,
+                           rule_parameters=json.dumps({"vanishing_gradient": {"threshold": 1.0}}))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert verdicts["vanishing_gradient"]["status"] == ISSUES
+    assert "< 1 at step 1" in verdicts["vanishing_gradient"]["why"]
+
+
+def test_the_rule_command_judges_a_record_or_a_trial_again(healthy, tmp_path):
     root, _, _ = healthy
-    cmd = [sys.executable, "-m", "debugger.rules", str(root / "tensors"), "--out", str(tmp_path),
-           "--rules", "loss_not_decreasing,overfit",
-           "--params", json.dumps({"overfit": {"ratio_threshold": -1.0},  # any gap fires
-                                   "loss_not_decreasing": {"num_steps": 20}})]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    saved = {v["rule"]: v for v in json.loads((tmp_path / "rule_report.json").read_text())}
-    assert set(saved) == {"loss_not_decreasing", "overfit"}
-    assert saved["overfit"]["status"] == ISSUES and saved["loss_not_decreasing"]["status"] == NO_ISSUES
-    assert "overfit" in result.stdout and "IssuesFound" in result.stdout
-    failing = subprocess.run(cmd + ["--fail-on-issues"], cwd=ROOT, capture_output=True, timeout=300)
-    assert failing.returncode == 3
+    for record in (root / "out" / "output" / "tensorboard", root / "tensors"):
+        cmd = [sys.executable, "-m", "debugger.rules", str(record), "--out", str(tmp_path),
+               "--rules", "exploding_tensor,overfit",
+               "--params", json.dumps({"overfit": {"ratio_threshold": -1.0}})]  # any gap fires
+        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        saved = {v["rule"]: v for v in json.loads((tmp_path / "rule_report.json").read_text())}
+        assert set(saved) == {"exploding_tensor", "overfit"}
+        assert saved["overfit"]["status"] == ISSUES and saved["overfit"]["issues"] == 4
+        assert saved["exploding_tensor"]["status"] == NO_ISSUES
+        assert "IssuesFound" in result.stdout
+        failing = subprocess.run(cmd + ["--fail-on-issues"], cwd=ROOT, capture_output=True,
+                                 timeout=300)
+        assert failing.returncode == 3
 
 
-def test_the_rule_command_on_a_folder_without_a_trial(tmp_path):
+def test_the_rule_command_on_a_folder_without_a_record(tmp_path):
     result = subprocess.run([sys.executable, "-m", "debugger.rules", str(tmp_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "no smdebug trial in" in result.stderr and "debugger=on" in result.stderr
+    assert "no record in" in result.stderr and "output/tensorboard" in result.stderr
 
 
 @pytest.mark.parametrize("bad", ["{not json", '["a list"]',
@@ -165,14 +232,14 @@ def test_a_malformed_hook_config_is_skipped_unless_strict(small_data, tmp_path, 
             assert str(config) in (out / "output" / "failure").read_text()
 
 
-def test_without_a_hook_config_there_is_no_hook(small_data, tmp_path):
-    """debugger=auto and no debughookconfig.json: no trial, and the report says how to get one."""
+def test_without_a_hook_config_there_is_no_hook_and_the_rules_still_run(small_data, tmp_path):
+    """debugger=auto and no debughookconfig.json (every job of an account opened today): no
+    smdebug trial, and every rule judged over the TensorBoard record."""
     result, verdicts = run(small_data, tmp_path, None, debugger="auto", epochs=1)
     assert result.returncode == 0, result.stdout[-3000:]
     assert not (tmp_path / "out" / "output" / "tensors").exists()
-    assert "vanishing_gradient" not in verdicts and "dataloader_bound" in verdicts
-    html = (tmp_path / "out/output/data/training_report.html").read_text()
-    assert "debugger=on" in html
+    assert {"vanishing_gradient", "dataloader_bound"} <= set(verdicts)
+    assert verdicts["exploding_tensor"]["status"] == NO_ISSUES
 
 
 def test_debugger_on_uses_the_projects_collections(small_data, tmp_path):
@@ -182,11 +249,17 @@ def test_debugger_on_uses_the_projects_collections(small_data, tmp_path):
     assert verdicts["exploding_tensor"]["status"] == NO_ISSUES
 
 
-def test_bad_rule_parameters_are_a_hyperparameter_error(small_data, tmp_path):
-    result, _ = run(small_data, tmp_path, None, rule_parameters='{"overfit": {"patience": "x"}}')
+@pytest.mark.parametrize("name, value, message", [
+    ("rule_parameters", '{"overfit": {"patience": "x"}}', "overfit.patience must be a int"),
+    ("rule_actions", '{"overfit": "halt"}', "overfit: unknown action 'halt'; actions: stop"),
+    ("rule_actions", '{"overfitting": "stop"}', "unknown rule 'overfitting'"),
+])
+def test_bad_rule_settings_are_a_hyperparameter_error(small_data, tmp_path, name, value, message):
+    result, _ = run(small_data, tmp_path, None, **{name: value})
     assert result.returncode == 1
     failure = (tmp_path / "out/output/failure").read_text()
-    assert "overfit.patience must be a int" in failure
+    assert message in failure and "Valid hyperparameters" in failure
+    assert not (tmp_path / "out" / "output" / "tensorboard").exists()  # before training
 
 
 # The profiler's bottleneck rules over synthetic measurements.
@@ -245,17 +318,17 @@ def test_memory_growth_fires_memory_increase():
 
 
 def test_the_sampler_and_step_timer_measure_a_real_loop(tmp_path):
-    monitor = profiler.Monitor(True, interval=0.05, trace_dir=tmp_path / "trace",
-                               trace_steps=2).start()
+    timer = profiler.Profiler(True, interval=0.05, trace_dir=tmp_path / "trace",
+                              trace_steps=2).start()
     import time
 
     import torch
 
-    for _ in monitor.timed(range(8), epoch=1):
+    for step, _ in enumerate(timer.timed(range(8), epoch=1), start=1):
         torch.randn(200, 200) @ torch.randn(200, 200)
         time.sleep(0.02)
-        monitor.end_step(1.0)
-    data = monitor.stop()
+        timer.end_step(step, 1.0)
+    data = timer.stop()
     assert len(data["steps"]) == 8 and all(s["compute_s"] >= 0.02 for s in data["steps"])
     assert len(data["system"]) >= 2 and 0 <= data["system"][-1]["cpu_percent"] <= 100
     assert list((tmp_path / "trace").glob("*.pt.trace.json"))  # TensorBoard's trace format

@@ -77,6 +77,7 @@ DOCUMENTED = {
     "export_int8": False, "drift_baseline": False,
     "log_every_steps": 5, "debugger": "strict", "debugger_save_interval": 10,
     "rule_parameters": {"overfit": {"patience": 3}, "step_outlier": {"stddev": 2.5}},
+    "rule_actions": {"loss_not_decreasing": "stop"}, "record_interval": 4,
     "profiler": False, "profiler_interval": 2.5, "profiler_trace_steps": 0,
 }
 

@@ -104,7 +104,7 @@ def test_the_tuning_objective_is_the_best_epochs_when_the_last_is_worse(small_da
     (0.5, 0.9, 0.7), so the last epoch is surely not the best."""
     from train import train
 
-    scripted = iter([(1.0, 0.5), (0.8, 0.9), (0.9, 0.7)])
+    scripted = iter([(1.0, 0.5, 1.0), (0.8, 0.9, 0.8), (0.9, 0.7, 0.9)])
     monkeypatch.setattr(train, "evaluate", lambda training, loader: next(scripted))
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # leave pytest's handlers alone
     out = tmp_path / "run"
