@@ -10,9 +10,10 @@ into /opt/ml/model for serving):
     model.int8.onnx     its int8 copy for CPU endpoints, with its gate's figures in the
                         manifest (train/quantize.py)
     baseline.json       what the validation images look like to the model, for the drift
-                        monitor (monitor/profile.py)
+                        monitor (artifact/baseline.py)
 
 Preprocessing (decode, resize, crop, normalise) lives in artifact.preprocess so that training's
 evaluation and serving's inference compute exactly the same input tensor.
-This package needs numpy and Pillow only; artifact.network also needs torch and torchvision.
+The file names live in artifact.manifest. This package needs numpy and Pillow only;
+artifact.network also needs torch and torchvision.
 """

@@ -9,9 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FORMAT_VERSION = 1
+# The files of a model folder (artifact/__init__.py says what each holds): their one home.
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+BASELINE_FILE = "baseline.json"
+ARCHIVE_FILE = "model.tar.gz"  # the folder as SageMaker uploads it
 ONNX_INPUT = "images"
 ONNX_OUTPUT = "logits"
 
@@ -101,8 +105,8 @@ def unpacked(source: str | os.PathLike, work: str | os.PathLike) -> Path:
     """A model folder from a folder, a model.tar.gz, or a folder holding only a model.tar.gz (as
     a processing job receives a training job's artifact); tarballs are unpacked under work."""
     path = Path(source)
-    if path.is_dir() and not (path / MANIFEST_FILE).is_file() and (path / "model.tar.gz").is_file():
-        path = path / "model.tar.gz"
+    if path.is_dir() and not (path / MANIFEST_FILE).is_file() and (path / ARCHIVE_FILE).is_file():
+        path = path / ARCHIVE_FILE
     if path.is_dir():
         return path
     if not path.is_file():

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
@@ -63,3 +64,21 @@ def load_trained(model_dir: str | Path, manifest: Manifest) -> nn.Module:
     )
     model.load_state_dict(load_file(Path(model_dir) / WEIGHTS_FILE))
     return model.eval()
+
+
+class ClassifierWithFeatures:
+    """A trained network answering (probabilities, the features its last Linear layer takes) for
+    a batch: what artifact/baseline.py describes images with."""
+
+    def __init__(self, model: nn.Module, device="cpu"):
+        self.torch, self.device = torch, torch.device(device)
+        self.model = model.to(self.device).eval()
+        self._features = []
+        last_linear(self.model)[1].register_forward_pre_hook(
+            lambda _, inputs: self._features.append(inputs[0].detach().float().cpu()))
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._features.clear()
+        with self.torch.no_grad():
+            logits = self.model(self.torch.from_numpy(batch).to(self.device)).float()
+        return logits.softmax(1).cpu().numpy(), self._features[-1].numpy()

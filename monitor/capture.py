@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,9 +50,26 @@ class Skipped:
         return sum(self.reasons.values())
 
 
-def capture_files(source: str, s3=None) -> Iterator[tuple[str, str]]:
-    """(name, text) of every .jsonl file under a folder or an s3:// prefix, in name order (the
-    hour folders sort in time order)."""
+HOUR_FOLDER = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]*$")
+
+
+def in_window(name: str, since: str | None, until: str | None) -> bool:
+    """Whether a capture file's hour folder (.../yyyy/mm/dd/hh/file) can hold records of
+    [since, until): files of other hours are neither downloaded nor read. A name
+    without an hour folder may hold any time."""
+    match = HOUR_FOLDER.search(name)
+    if not match:
+        return True
+    year, month, day, hour = match.groups()
+    start = f"{year}-{month}-{day}T{hour}:00:00Z"
+    end = f"{year}-{month}-{day}T{hour}:59:59.999999Z"
+    return (not until or start < until) and (not since or end >= since)
+
+
+def capture_files(source: str, s3=None, since: str | None = None,
+                  until: str | None = None) -> Iterator[tuple[str, str]]:
+    """(name, text) of every .jsonl file under a folder or an s3:// prefix whose hour folder
+    lies in [since, until), in name order (the hour folders sort in time order)."""
     if source.startswith("s3://"):
         from scripts.common import list_s3, s3_folder, split_s3_uri
 
@@ -59,6 +77,7 @@ def capture_files(source: str, s3=None) -> Iterator[tuple[str, str]]:
         names = sorted(name for name, _ in list_s3(s3, source) if name.endswith(".jsonl"))
         if not names:
             raise CaptureError(f"no .jsonl capture file under {source}")
+        names = [name for name in names if in_window(name, since, until)]
         for name in names:
             body = s3.get_object(Bucket=bucket, Key=s3_folder(key) + name)["Body"].read()
             yield f"{source.rstrip('/')}/{name}", body.decode("utf-8", "replace")
@@ -71,6 +90,8 @@ def capture_files(source: str, s3=None) -> Iterator[tuple[str, str]]:
     if not files:
         raise CaptureError(f"no .jsonl capture file under {source}")
     for path in files:
+        if root.is_dir() and not in_window(path.relative_to(root).as_posix(), since, until):
+            continue
         yield str(path), path.read_text(encoding="utf-8", errors="replace")
 
 
@@ -125,7 +146,7 @@ def parse(record: dict) -> Request:
 def read(source: str, skipped: Skipped, s3=None, since: str | None = None,
          until: str | None = None) -> Iterator[Request]:
     """Every readable request in the capture, within [since, until) when given (ISO times)."""
-    for name, text in capture_files(source, s3):
+    for name, text in capture_files(source, s3, since, until):
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from debugger.report import figure, png_base64
-from monitor.profile import QUANTILES, STATISTICS, Check
+from artifact.baseline import QUANTILES, STATISTICS
+from monitor.profile import Check
 
 
 def plot_statistic(check: Check, quantiles: list[float]) -> str:

@@ -19,6 +19,7 @@ violations, with the Endpoint and MonitoringSchedule dimensions.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
@@ -29,17 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
-from artifact.manifest import ArtifactError, read_manifest, unpacked
+from artifact.baseline import BaselineError, check_baseline, describe_images
+from artifact.manifest import ARCHIVE_FILE, BASELINE_FILE, ArtifactError, read_manifest, unpacked
 from monitor import report
 from monitor.capture import CaptureError, Skipped, read
-from monitor.profile import (ALPHA, BASELINE_FILE, BaselineError, Network,
-                             check_baseline, compare, describe)
+from monitor.profile import ALPHA, compare
 from scripts.progress import track
 
 log = logging.getLogger("monitor")
 MIN_WINDOW = 30  # below this a window is compared, with a warning: tests have little power
 FAILURE_MESSAGE = Path("/opt/ml/output/message")  # a processing job's failure reason
 CLOUDWATCH_METRICS = Path("/opt/ml/output/metrics/cloudwatch/cloudwatch_metrics.jsonl")
+ISO = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class MonitorError(Exception):
@@ -54,7 +56,7 @@ def model_folder(source: str, work: Path) -> Path:
         from scripts.common import split_s3_uri
 
         bucket, key = split_s3_uri(source)
-        local = work / "model.tar.gz"
+        local = work / ARCHIVE_FILE
         boto3.client("s3").download_file(bucket, key, str(local))
         source = str(local)
     try:
@@ -64,7 +66,7 @@ def model_folder(source: str, work: Path) -> Path:
 
 
 def load(folder: Path):
-    from artifact.network import load_trained
+    from artifact.network import ClassifierWithFeatures, load_trained
 
     try:
         manifest = read_manifest(folder)
@@ -79,7 +81,7 @@ def load(folder: Path):
         check_baseline(baseline, manifest)
     except BaselineError as e:
         raise MonitorError(str(e)) from None
-    return manifest, baseline, Network(load_trained(folder, manifest))
+    return manifest, baseline, ClassifierWithFeatures(load_trained(folder, manifest))
 
 
 def window_items(capture: str, manifest, skipped: Skipped, since=None, until=None):
@@ -122,7 +124,7 @@ def monitor(capture: str, model: str, out: Path, since=None, until=None) -> dict
             items = list(window_items(capture, manifest, skipped, since, until))
         except CaptureError as e:
             raise MonitorError(str(e)) from None
-        window = describe(track(items, "describing the captured images", unit="images"),
+        window = describe_images(track(items, "describing the captured images", unit="images"),
                           manifest, network,
                           on_error=lambda i, reason: skipped.add(reason, f"image {i + 1}"))
     if window.images == 0:
@@ -159,19 +161,58 @@ def monitor(capture: str, model: str, out: Path, since=None, until=None) -> dict
     return summary
 
 
-def cloudwatch_metrics(summary: dict, environ) -> list[dict]:
-    """The window's figures in Model Monitor's custom-container metrics format (CloudWatch's
-    PutMetricData datum; the namespace is Model Monitor's), timed at the window's end."""
-    dimensions = [{"Name": name, "Value": environ[key]} for name, key in (
-        ("Endpoint", "sagemaker_endpoint_name"),
-        ("MonitoringSchedule", "sagemaker_monitoring_schedule_name")) if environ.get(key)]
-    timestamp = environ.get("end_time") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+PERIODS = {"hourly": 3600, "daily": 86400}
+METRIC_NAMESPACE = "BYOC/ImageDrift"  # where a pipeline run publishes (Model Monitor: its own)
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """An ISO 8601 time (with or without fractions, Z or an offset; naive means UTC) or epoch
+    seconds, as a UTC datetime: SageMaker Pipelines' StartDateTime, or a time typed by hand."""
+    text = text.strip()
+    try:
+        return datetime.datetime.fromtimestamp(float(text), datetime.timezone.utc)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise MonitorError(f"{text!r} is not a time: give ISO 8601, such as "
+                           "2026-12-01T13:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc)
+
+
+def window_before(moment: str, period: str) -> tuple[str, str]:
+    """(since, until): the whole period that ends where `moment` is rounded down to the period,
+    so a run that starts late still compares the period before, and each period once."""
+    seconds = PERIODS[period]
+    start = parse_time(moment).timestamp()
+    until = datetime.datetime.fromtimestamp(start - start % seconds, datetime.timezone.utc)
+    since = until - datetime.timedelta(seconds=seconds)
+    return since.strftime(ISO), until.strftime(ISO)
+
+
+def cloudwatch_metrics(summary: dict, endpoint: str | None, schedule: str | None,
+                       timestamp: str) -> list[dict]:
+    """The window's figures as CloudWatch PutMetricData datums (Model Monitor's custom-container
+    format has the same), with the Endpoint and MonitoringSchedule dimensions, timed at the
+    window's end."""
+    dimensions = [{"Name": name, "Value": value} for name, value in (
+        ("Endpoint", endpoint), ("MonitoringSchedule", schedule)) if value]
     figures = [("images_compared", summary["images"], "Count"),
                ("violations", len(summary["violations"]), "Count")]
     figures += [(f"feature_baseline_drift_{check['feature_name']}", int(check["violated"]), "None")
                 for check in summary["checks"]]
     return [{"MetricName": name, "Timestamp": timestamp, "Dimensions": dimensions,
              "Value": float(value), "Unit": unit} for name, value, unit in figures]
+
+
+def publish(metrics: list[dict], cloudwatch, namespace: str = METRIC_NAMESPACE) -> None:
+    """PutMetricData, at most 1000 datums a request (CloudWatch's limit)."""
+    for start in range(0, len(metrics), 1000):
+        chunk = [{**m, "Timestamp": parse_time(m["Timestamp"])} for m in metrics[start:start + 1000]]
+        cloudwatch.put_metric_data(Namespace=namespace, MetricData=chunk)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,22 +225,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=environ.get("output_path"))
     parser.add_argument("--since", default=environ.get("start_time"), help="ISO time, inclusive")
     parser.add_argument("--until", default=environ.get("end_time"), help="ISO time, exclusive")
+    parser.add_argument("--window-before", metavar="TIME",
+                        help="compare the whole --period before TIME rounded down to it (a "
+                             "pipeline passes its execution's start time)")
+    parser.add_argument("--window-end", default="", metavar="TIME",
+                        help="with --window-before: this time instead (a backfill), when given")
+    parser.add_argument("--period", choices=PERIODS, default="hourly")
+    parser.add_argument("--publish-metrics", action="store_true",
+                        help=f"put the figures to CloudWatch ({METRIC_NAMESPACE}) with "
+                             "PutMetricData")
+    parser.add_argument("--endpoint-name", default=environ.get("sagemaker_endpoint_name"),
+                        help="the metrics' Endpoint dimension")
+    parser.add_argument("--schedule-name", default=environ.get("sagemaker_monitoring_schedule_name"),
+                        help="the metrics' MonitoringSchedule dimension")
     args = parser.parse_args(argv)
     missing = [f"--{name}" for name in ("capture", "model", "out") if not getattr(args, name)]
     if missing:
         parser.error(f"give {', '.join(missing)}")
     try:
-        summary = monitor(args.capture, args.model, Path(args.out), args.since, args.until)
+        since, until = args.since, args.until
+        if args.window_before:
+            since, until = window_before(args.window_end or args.window_before, args.period)
+            log.info("window %s to %s (the %s period before %s)", since, until, args.period,
+                     args.window_end or args.window_before)
+        summary = monitor(args.capture, args.model, Path(args.out), since, until)
     except MonitorError as e:
         log.error("%s", e)
         if model_monitor:
             FAILURE_MESSAGE.parent.mkdir(parents=True, exist_ok=True)
             FAILURE_MESSAGE.write_text(str(e))
         return 1
+    timestamp = until or time.strftime(ISO, time.gmtime())
+    metrics = cloudwatch_metrics(summary, args.endpoint_name, args.schedule_name, timestamp)
     if environ.get("publish_cloudwatch_metrics") == "Enabled":
         CLOUDWATCH_METRICS.parent.mkdir(parents=True, exist_ok=True)
-        CLOUDWATCH_METRICS.write_text("".join(json.dumps(m) + "\n"
-                                              for m in cloudwatch_metrics(summary, environ)))
+        CLOUDWATCH_METRICS.write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    if args.publish_metrics:
+        import boto3
+
+        publish(metrics, boto3.client("cloudwatch"))
+        log.info("published %d metrics to CloudWatch %s", len(metrics), METRIC_NAMESPACE)
     for check in summary["checks"]:
         log.info("%s %s: %s", "VIOLATION" if check["violated"] else "ok", check["feature_name"],
                  check["description"])

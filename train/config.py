@@ -122,7 +122,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _TYPES = typing.get_type_hints(TrainConfig)
 
 
-def describe() -> str:
+def hyperparameter_help() -> str:
     """Every hyperparameter with its type and default, for error messages and --help."""
     return "\n".join(
         f"  {name}: {_type_name(_TYPES[name])} (default {_default(f)!r})" for name, f in _FIELDS.items()
@@ -206,12 +206,13 @@ def from_hyperparameters(values: dict) -> TrainConfig:
             errors.append(f"{raw_name}={raw!r}: {e}")
     if errors:
         raise ConfigError(
-            "bad hyperparameters: " + "; ".join(errors) + "\nValid hyperparameters:\n" + describe()
+            "bad hyperparameters: " + "; ".join(errors) + "\nValid hyperparameters:\n"
+            + hyperparameter_help()
         )
     try:
         return TrainConfig(**kwargs)
     except ConfigError as e:
-        raise ConfigError(f"{e}\nValid hyperparameters:\n{describe()}") from None
+        raise ConfigError(f"{e}\nValid hyperparameters:\n{hyperparameter_help()}") from None
 
 
 def pairs_to_dict(args: list[str]) -> dict:

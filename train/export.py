@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from artifact.manifest import (
-    ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, WEIGHTS_FILE, Manifest, write_manifest,
+    INT8_FILE, ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT, WEIGHTS_FILE, Manifest, write_manifest,
 )
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,11 @@ def export_int8(model_dir: Path, calibration: list[np.ndarray], checked: list[np
     from train import quantize
 
     started = time.perf_counter()
-    quantize.quantize_int8(model_dir / ONNX_FILE, model_dir / quantize.INT8_FILE, calibration)
-    (model_dir / quantize.INT8_FILE).chmod(0o644)
-    result = quantize.compare(model_dir / ONNX_FILE, model_dir / quantize.INT8_FILE, checked,
+    quantize.quantize_int8(model_dir / ONNX_FILE, model_dir / INT8_FILE, calibration)
+    (model_dir / INT8_FILE).chmod(0o644)
+    result = quantize.compare(model_dir / ONNX_FILE, model_dir / INT8_FILE, checked,
                               labels)
-    return {"file": quantize.INT8_FILE, **result,
+    return {"file": INT8_FILE, **result,
             "calibration_images": int(sum(len(b) for b in calibration)),
             "seconds": round(time.perf_counter() - started, 1)}
 

@@ -17,7 +17,6 @@ import numpy as np
 
 from artifact.manifest import ONNX_INPUT, ONNX_OUTPUT
 
-INT8_FILE = "model.int8.onnx"
 MIN_AGREEMENT = 0.995  # top-1 agreement with fp32 on validation + test images
 MAX_ACCURACY_DROP = 0.005  # in accuracy (0.5 points)
 CALIBRATION_IMAGES = 256  # at most; the training split's first images in file order

@@ -33,8 +33,8 @@ from debugger import profiler, report, rules
 from debugger.record import Recorder
 from debugger.watch import RuleWatch
 from train import checkpoint, distributed, quantize
-from train.config import (NOT_TRAINING, ConfigError, TrainConfig, describe, from_hyperparameters,
-                          pairs_to_dict)
+from train.config import (NOT_TRAINING, ConfigError, TrainConfig, from_hyperparameters,
+                          hyperparameter_help, pairs_to_dict)
 from train.data import CachedImages, DecodeCache, ShardedSampler, Split, load_splits, prepare
 from train.environment import DataError, Paths, require_channels, resolve_paths, write_failure
 from train.evaluate import loss_and_correct, plot_history, predict, test_report
@@ -82,7 +82,7 @@ class Precision:
 
 
 @dataclass
-class Progress:
+class TrainingState:
     """Where the run stands: what a checkpoint saves and restores."""
     epoch: int = 0  # epochs completed
     steps: int = 0  # training steps completed (the record's global step)
@@ -125,7 +125,7 @@ class Training:
     profiler: profiler.Profiler
     stop: checkpoint.StopRequested
     checkpoints: checkpoint.JobCheckpoints
-    progress: Progress = field(default_factory=Progress)
+    progress: TrainingState = field(default_factory=TrainingState)
     stopped_by: rules.Verdict | None = None  # the rule whose action stopped training early
     verdicts: list[rules.Verdict] = field(default_factory=list)  # the rules' latest
 
@@ -380,7 +380,7 @@ def resume(training: Training) -> bool:
             "another job name (TRAINING_JOB_NAME) or checkpoint location")
     for name in ("model", "optimizer", "scheduler", "scaler"):
         getattr(t, name).load_state_dict(saved[name])
-    t.progress = Progress(**saved["state"])
+    t.progress = TrainingState(**saved["state"])
     if t.progress.consumed:  # mid-epoch: continue the random streams where they stopped
         checkpoint.set_rng_state(saved["rng"])
     log.info("resumed from %s at epoch %d (+%d images)", where.directory, t.progress.epoch + 1,
@@ -524,11 +524,14 @@ def add_int8(training: Training, manifest: Manifest) -> None:
 def add_baseline(training: Training, manifest: Manifest) -> None:
     """baseline.json: what the validation images look like to the model, for the drift monitor
     (monitor/) to compare captured traffic with."""
-    from monitor.profile import BASELINE_FILE, Network, describe, make_baseline
+    from artifact.baseline import describe_images, make_baseline
+    from artifact.manifest import BASELINE_FILE
+    from artifact.network import ClassifierWithFeatures
 
     t, started = training, time.perf_counter()
     files = [str(path) for path, _ in t.data.splits["valid"].samples]
-    described = describe(((f, None) for f in files), manifest, Network(t.model, t.ctx.device))
+    described = describe_images(((f, None) for f in files), manifest,
+                                ClassifierWithFeatures(t.model, t.ctx.device))
     baseline = make_baseline(described, manifest)
     (t.paths.model_dir / BASELINE_FILE).write_text(json.dumps(baseline) + "\n")
     (t.paths.model_dir / BASELINE_FILE).chmod(0o644)
@@ -539,7 +542,7 @@ def add_baseline(training: Training, manifest: Manifest) -> None:
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Hyperparameters (--name value):\n" + describe(),
+        epilog="Hyperparameters (--name value):\n" + hyperparameter_help(),
     )
     parser.add_argument("--data-dir", help="folder with train/ valid/ [test/] (default: channels)")
     parser.add_argument("--output-root", help="plays /opt/ml: model/ output/ checkpoints/")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
+from artifact import baseline
 from monitor import capture, profile
 from monitor.run import MonitorError, monitor
 from scripts.make_demo_data import generate
@@ -94,11 +95,11 @@ def test_unchanged_traffic_raises_no_violation(unchanged, model, tmp_path):
     summary = monitor(str(unchanged), str(model), tmp_path)
     assert summary["images"] == 150 and summary["skipped"]["total"] == 0
     assert summary["violations"] == [], summary["checks"]
-    assert {c["feature_name"] for c in summary["checks"]} == {*profile.STATISTICS, "predicted_class"}
+    assert {c["feature_name"] for c in summary["checks"]} == {*baseline.STATISTICS, "predicted_class"}
     assert json.loads((tmp_path / "constraint_violations.json").read_text()) == {"violations": []}
     statistics = json.loads((tmp_path / "statistics.json").read_text())
     assert statistics["dataset"]["item_count"] == 150
-    assert {f["name"] for f in statistics["features"]} == set(profile.STATISTICS)
+    assert {f["name"] for f in statistics["features"]} == set(baseline.STATISTICS)
 
 
 def test_shifted_traffic_names_what_moved(client, drift_data, model, tmp_path):
@@ -124,7 +125,7 @@ def test_the_report_renders_its_plots_in_a_browser(client, drift_data, model, tm
          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
          (tmp_path / "out" / "drift_report.html").as_uri()],
         capture_output=True, text=True, timeout=120)
-    checks = len(profile.STATISTICS) + 1
+    checks = len(baseline.STATISTICS) + 1
     assert f'data-plots-loaded="{checks}"' in result.stdout, result.stderr[-2000:]
     assert 'id="plot-predicted_class"' in result.stdout and "VIOLATION" in result.stdout
 
@@ -179,7 +180,7 @@ def test_ks_distance_against_quantiles():
     """Against scipy-free known values: a sample of the baseline itself is close, a shifted one
     is as far as the shift makes it."""
     rng = np.random.default_rng(0)
-    quantiles = np.quantile(rng.normal(size=20000), profile.QUANTILES)
+    quantiles = np.quantile(rng.normal(size=20000), baseline.QUANTILES)
     assert profile.ks_distance(quantiles, rng.normal(size=2000)) < 0.05
     # N(0.5, 1) against N(0, 1): the CDFs differ most at 0.25, by 2 * Phi(0.25) - 1 = 0.197.
     assert profile.ks_distance(quantiles, rng.normal(0.5, size=20000)) == pytest.approx(0.197, abs=0.02)
@@ -256,3 +257,101 @@ def test_reads_the_capture_from_s3(aws, unchanged, model, tmp_path):
         s3.upload_file(str(path), "data", f"capture/{path.relative_to(unchanged)}")
     summary = monitor("s3://data/capture", str(model), tmp_path)
     assert summary["images"] == 150 and summary["violations"] == []
+
+
+# AWS's documented capture record (Model Monitor's "view collected data" example, a CSV model),
+# and the same layout carrying a JPEG and this server's answer, as SageMaker writes them: one
+# JSON object per line, the response type with a charset, inferenceId in the metadata.
+AWS_EXAMPLE = ('{"captureData":{"endpointInput":{"observedContentType":"text/csv","mode":"INPUT",'
+               '"data":"69,0,153.7,109,194.0,105,256.1,114,14.1,6,2.6,0,0,0,0,0,0,1,0,1,0,0,0",'
+               '"encoding":"CSV"},"endpointOutput":{"observedContentType":"text/csv; charset='
+               'utf-8","mode":"OUTPUT","data":"0.0254181120544672","encoding":"CSV"}},'
+               '"eventMetadata":{"eventId":"aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee","inferenceId":'
+               '"0","inferenceTime":"2019-11-22T08:24:40Z"},"eventVersion":"0"}')
+
+
+def test_records_in_awss_documented_layout(tmp_path):
+    import base64
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buffer, "JPEG")
+    answer = {"model": {"name": "m", "version": "1"},
+              "predictions": [{"label": "x", "index": 4, "probability": 0.75}]}
+    image_line = json.loads(AWS_EXAMPLE)
+    image_line["captureData"] = {
+        "endpointInput": {"observedContentType": "image/jpeg", "mode": "INPUT",
+                          "data": base64.b64encode(buffer.getvalue()).decode(),
+                          "encoding": "BASE64"},
+        "endpointOutput": {"observedContentType": "application/json; charset=utf-8",
+                           "mode": "OUTPUT", "data": json.dumps(answer), "encoding": "JSON"}}
+    hour = tmp_path / "dogs" / "AllTraffic" / "2019" / "11" / "22" / "08"
+    hour.mkdir(parents=True)
+    (hour / "08-24-40-000-aaaa.jsonl").write_text(AWS_EXAMPLE + "\n" + json.dumps(image_line) + "\n")
+    skipped = capture.Skipped()
+    [request] = list(capture.read(str(tmp_path), skipped))
+    assert request.images == [buffer.getvalue()] and request.answers == [(4, 0.75)]
+    assert request.model == {"name": "m", "version": "1"}
+    assert request.time == "2019-11-22T08:24:40Z"
+    assert dict(skipped.reasons) == {"request content type text/csv is not one the server takes": 1}
+
+
+@pytest.mark.parametrize("moment, period, window", [
+    ("2026-12-01T13:55:12.345Z", "hourly", ("2026-12-01T12:00:00Z", "2026-12-01T13:00:00Z")),
+    ("2026-12-01T13:00:00+00:00", "hourly", ("2026-12-01T12:00:00Z", "2026-12-01T13:00:00Z")),
+    ("2026-12-01T14:30:00+01:00", "hourly", ("2026-12-01T12:00:00Z", "2026-12-01T13:00:00Z")),
+    ("2026-12-01 13:10:00", "hourly", ("2026-12-01T12:00:00Z", "2026-12-01T13:00:00Z")),
+    ("1796130612.5", "hourly", ("2026-12-01T12:00:00Z", "2026-12-01T13:00:00Z")),
+    ("2026-12-02T00:10:00Z", "daily", ("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z")),
+])
+def test_a_pipeline_run_compares_the_whole_period_before_its_start(moment, period, window):
+    """A run started late (13:55) still compares 12:00 to 13:00: each hour once."""
+    from monitor.run import window_before
+
+    assert window_before(moment, period) == window
+
+
+def test_a_time_that_is_not_one_is_refused():
+    from monitor.run import window_before
+
+    with pytest.raises(MonitorError, match="'yesterday' is not a time"):
+        window_before("yesterday", "hourly")
+
+
+def test_only_the_windows_hour_folders_are_read(tmp_path):
+    for hour in ("09", "10", "11"):
+        path = tmp_path / "dogs" / "AllTraffic" / "2026" / "12" / "01" / hour / "part.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text("not json\n")
+    skipped = capture.Skipped()
+    assert list(capture.read(str(tmp_path), skipped, since="2026-12-01T10:00:00Z",
+                             until="2026-12-01T11:00:00Z")) == []
+    assert skipped.total == 1 and "/10/part.jsonl:1" in next(iter(skipped.examples.values()))
+
+
+def test_a_pipeline_run_publishes_its_figures_to_cloudwatch(aws, client, drift_data, model,
+                                                            tmp_path):
+    """--window-before (the execution's start) picks the hour before; --publish-metrics puts the
+    figures with PutMetricData, read back here through CloudWatch's own API (moto's)."""
+    import datetime
+
+    from monitor import run
+
+    folder = capture_traffic(client, shifted_bodies(drift_data), tmp_path / "capture")
+    assert run.main(["--capture", str(folder), "--model", str(model), "--out", str(tmp_path / "out"),
+                     "--window-before", "2026-12-01T11:07:31Z", "--publish-metrics",
+                     "--endpoint-name", "dogs", "--schedule-name", "dogs-image-drift"]) == 0
+    cloudwatch = aws.client("cloudwatch")
+    dimensions = [{"Name": "Endpoint", "Value": "dogs"},
+                  {"Name": "MonitoringSchedule", "Value": "dogs-image-drift"}]
+    listed = cloudwatch.list_metrics(Namespace=run.METRIC_NAMESPACE)["Metrics"]
+    names = {m["MetricName"] for m in listed}
+    assert {"violations", "images_compared", "feature_baseline_drift_brightness"} <= names
+    assert all(m["Dimensions"] == dimensions for m in listed)
+    points = cloudwatch.get_metric_statistics(
+        Namespace=run.METRIC_NAMESPACE, MetricName="violations", Dimensions=dimensions,
+        StartTime=datetime.datetime(2026, 12, 1, 10, tzinfo=datetime.timezone.utc),
+        EndTime=datetime.datetime(2026, 12, 1, 12, tzinfo=datetime.timezone.utc),
+        Period=3600, Statistics=["Maximum"])["Datapoints"]
+    summary = json.loads((tmp_path / "out" / "drift.json").read_text())
+    assert [p["Maximum"] for p in points] == [float(len(summary["violations"]))]
+    assert points[0]["Timestamp"] == datetime.datetime(2026, 12, 1, 11, tzinfo=datetime.timezone.utc)
