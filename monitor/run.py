@@ -32,7 +32,7 @@ import numpy as np
 
 from artifact.baseline import BaselineError, check_baseline, describe_images
 from artifact.manifest import ARCHIVE_FILE, BASELINE_FILE, ArtifactError, read_manifest, unpacked
-from monitor import report
+from monitor import METRIC_NAMESPACE, report
 from monitor.capture import CaptureError, Skipped, read
 from monitor.profile import ALPHA, compare
 from scripts.progress import track
@@ -162,7 +162,6 @@ def monitor(capture: str, model: str, out: Path, since=None, until=None) -> dict
 
 
 PERIODS = {"hourly": 3600, "daily": 86400}
-METRIC_NAMESPACE = "BYOC/ImageDrift"  # where a pipeline run publishes (Model Monitor: its own)
 
 
 def parse_time(text: str) -> datetime.datetime:

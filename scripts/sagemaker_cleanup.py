@@ -1,6 +1,7 @@
-"""Delete endpoints with their monitoring schedules, endpoint configs, models, autoscaling targets
-and alarms (they cost money while they exist: a real-time endpoint bills per instance-hour even
-when idle, and a schedule starts a processing job every hour).
+"""Delete endpoints with their drift monitors (the scheduled pipeline, its schedule and alarm, or
+Model Monitor's schedules), endpoint configs, models, autoscaling targets and alarms (they cost
+money while they exist: a real-time endpoint bills per instance-hour even when idle, and a
+monitor starts a processing job every hour).
 
     python -m scripts.sagemaker_cleanup --endpoint-name dogs [--endpoint-name other]
 """
@@ -8,39 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from botocore.exceptions import ClientError
 
 from scripts import common
+from scripts.sagemaker_monitor import delete_drift_monitor
 
 
 def backlog_alarm_name(endpoint: str) -> str:
     """The CloudWatch alarm that scales an asynchronous endpoint up from zero instances."""
     return f"{endpoint}-has-backlog-without-capacity"
-
-
-def delete_monitoring_schedules(client, endpoint: str, timeout_s: float = 600) -> list[str]:
-    """The endpoint's monitoring schedules (scripts/sagemaker_monitor.py's, and any other), each
-    deleted and waited for until SageMaker no longer knows it, as the SDK's ModelMonitor waits."""
-    names = [s["MonitoringScheduleName"] for s in client.list_monitoring_schedules(
-        EndpointName=endpoint)["MonitoringScheduleSummaries"]]
-    for name in names:
-        client.delete_monitoring_schedule(MonitoringScheduleName=name)
-    deadline = time.monotonic() + timeout_s
-    for name in names:
-        while True:
-            try:
-                client.describe_monitoring_schedule(MonitoringScheduleName=name)
-            except ClientError as e:
-                if e.response["Error"]["Code"] == "ResourceNotFound":
-                    break
-                raise
-            if time.monotonic() > deadline:
-                raise SystemExit(f"monitoring schedule {name} is still being deleted after "
-                                 f"{timeout_s:.0f} s: run this again later")
-            time.sleep(5)
-    return [f"monitoring schedule {name}" for name in names]
 
 
 def delete_endpoint(sagemaker_session, name: str, image_tag: str = "latest") -> list[str]:
@@ -54,7 +32,7 @@ def delete_endpoint(sagemaker_session, name: str, image_tag: str = "latest") -> 
     config = client.describe_endpoint_config(EndpointConfigName=config_name)
     models = [variant["ModelName"] for variant in config["ProductionVariants"]]
     if not common.is_local(sagemaker_session):
-        deleted += delete_monitoring_schedules(client, name)
+        deleted += delete_drift_monitor(sagemaker_session, name)
         autoscaling = sagemaker_session.boto_session.client("application-autoscaling")
         for variant in config["ProductionVariants"]:
             resource = f"endpoint/{name}/variant/{variant['VariantName']}"

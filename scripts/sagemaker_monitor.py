@@ -1,32 +1,59 @@
-"""The drift monitor (monitor/) as a SageMaker Model Monitor custom monitoring schedule: every
-hour (or day) Model Monitor hands the hour's captured traffic of the endpoint to the training
-image, which runs `python -m monitor.run` on it against the served model's baseline.
+"""The drift monitor (monitor/) on a schedule: by default a SageMaker Pipeline of one processing
+step that runs `python -m monitor.run` in the training image over the endpoint's captured
+traffic of the last hour (or day), started by an EventBridge Scheduler schedule. SageMaker
+Model Monitor, closed to new customers, only with --model-monitor.
 
     python -m scripts.sagemaker_monitor create --endpoint-name dogs --output s3://BUCKET/monitoring \
-        [--schedule hourly|daily] [--instance-type ml.m5.xlarge]
+        [--schedule hourly|daily] [--alarm-topic arn:aws:sns:REGION:ACCOUNT:TOPIC] [--model-monitor]
     python -m scripts.sagemaker_monitor delete --endpoint-name dogs
+    # the same pipeline on this machine, in SageMaker local mode, over a capture folder or prefix
+    python -m scripts.sagemaker_monitor --local run --capture s3://demo/capture/dogs \
+        --model-data s3://demo/model.tar.gz --output s3://demo/monitoring \
+        --param WindowEnd=2026-12-01T11:00:00Z
 
 The endpoint must capture its traffic (scripts/sagemaker_deploy.py --capture). The model is the
 one the endpoint serves (its model.tar.gz, found through the endpoint, or --model-data), whose
-baseline.json training wrote. Each run writes drift.json, constraint_violations.json,
-statistics.json and drift_report.html under --output, and its figures as CloudWatch metrics
-(feature_baseline_drift_<feature>, violations, images_compared; --no-cloudwatch-metrics: not);
-an execution with violations ends as CompletedWithViolations. Run the monitor here on the same
-files with monitor.run --capture.
+baseline.json training wrote. Each execution compares the whole period before its start time,
+rounded down to the period (a run that starts late still compares the hour before: each hour
+once; the pipeline parameter WindowEnd replaces the start time, for a backfill), writes
+drift.json, constraint_violations.json, statistics.json and drift_report.html under
+<output>/<execution id>, and puts its figures to CloudWatch (BYOC/ImageDrift: violations,
+images_compared, feature_baseline_drift_<feature>, by Endpoint and MonitoringSchedule);
+--alarm-topic adds an alarm on violations that notifies an SNS topic. With --model-monitor,
+Model Monitor runs monitor.run instead (its own metrics; an execution with violations ends as
+CompletedWithViolations). Run the monitor here on the same files with monitor.run --capture.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import time
 
+from botocore.exceptions import ClientError
+
+from monitor import METRIC_NAMESPACE
 from scripts import common
 
 RESULTS = "/opt/ml/processing/resultdata"  # where Model Monitor's output_path points
 CAPTURE = "/opt/ml/processing/input/endpoint"
+MODEL = "/opt/ml/processing/model"  # the pipeline step's inputs and output
+CAPTURE_COPY = "/opt/ml/processing/capture"
+OUTPUT = "/opt/ml/processing/output"
+STEP = "DriftMonitor"
+# EventBridge Scheduler, ten minutes into the period: data capture writes an hour's files late.
+CRON = {"hourly": "10 * * * ? *", "daily": "10 0 * * ? *"}
+MODEL_MONITOR_CRON = {"hourly": "cron(0 * ? * * *)", "daily": "cron(0 0 ? * * *)"}
+SNS_TOPIC = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}")
 
 
 def schedule_name(endpoint: str) -> str:
+    """The pipeline's, its EventBridge schedule's and Model Monitor's schedule's name."""
     return f"{endpoint}-image-drift"
+
+
+def alarm_name(endpoint: str) -> str:
+    return f"{endpoint}-image-drift-violations"
 
 
 def served_model(sagemaker_session, endpoint: str) -> tuple[str, dict]:
@@ -47,9 +74,79 @@ def served_model(sagemaker_session, endpoint: str) -> tuple[str, dict]:
     return package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"], capture
 
 
-def create(args: argparse.Namespace, sagemaker_session) -> str:
-    from sagemaker.model_monitor import (CronExpressionGenerator, EndpointInput, ModelMonitor,
-                                         MonitoringOutput)
+def drift_pipeline(session, *, name: str, endpoint: str, image_uri: str, role: str,
+                   instance_type: str, model_data: str, capture: str, output: str, period: str,
+                   max_runtime_s: int, local: bool = False):
+    """The Pipeline object (nothing is sent until upsert). On AWS the step reads the capture
+    straight from S3, only the window's hour folders; in local mode it gets the capture as an
+    input."""
+    from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
+    from sagemaker.workflow.execution_variables import ExecutionVariables
+    from sagemaker.workflow.functions import Join
+    from sagemaker.workflow.parameters import ParameterString
+    from sagemaker.workflow.pipeline import Pipeline
+    from sagemaker.workflow.steps import ProcessingStep
+
+    window_end = ParameterString("WindowEnd", default_value="")  # "": the execution's start
+    processor = Processor(
+        role=role, image_uri=image_uri, instance_count=1, instance_type=instance_type,
+        entrypoint=["python", "-m", "monitor.run"], base_job_name="byoc-image-drift",
+        max_runtime_in_seconds=max_runtime_s, sagemaker_session=session)
+    inputs = [ProcessingInput(source=model_data, destination=MODEL, input_name="model")]
+    if local:
+        inputs.append(ProcessingInput(source=capture, destination=CAPTURE_COPY,
+                                      input_name="capture"))
+    arguments = [
+        "--capture", CAPTURE_COPY if local else capture, "--model", MODEL, "--out", OUTPUT,
+        # One string each: local mode renders the start time as a number otherwise.
+        Join(on="", values=["--window-before=", ExecutionVariables.START_DATETIME]),
+        Join(on="", values=["--window-end=", window_end]), "--period", period,
+        "--endpoint-name", endpoint, "--schedule-name", name,
+        # Local mode's container cannot reach CloudWatch: the figures stay in drift.json.
+        *([] if local else ["--publish-metrics"]),
+    ]
+    step = ProcessingStep(name=STEP, step_args=processor.run(
+        inputs=inputs, arguments=arguments,
+        outputs=[ProcessingOutput(output_name="drift", source=OUTPUT, destination=Join(
+            on="/", values=[output.rstrip("/"), ExecutionVariables.PIPELINE_EXECUTION_ID]))]))
+    return Pipeline(name=name, parameters=[window_end], steps=[step], sagemaker_session=session)
+
+
+def create_pipeline(args: argparse.Namespace, session) -> str:
+    """Upsert the pipeline, schedule it, and add the violations alarm when asked for."""
+    from sagemaker.workflow.pipeline_context import PipelineSession
+    from sagemaker.workflow.triggers import PipelineSchedule
+
+    model_data, capture = served_model(session, args.endpoint_name)
+    name = schedule_name(args.endpoint_name)
+    pipeline_session = PipelineSession(boto_session=session.boto_session)
+    pipeline = drift_pipeline(
+        pipeline_session, name=name, endpoint=args.endpoint_name,
+        image_uri=common.image_uri("train", args, session), role=common.role(args),
+        instance_type=args.instance_type, model_data=args.model_data or model_data,
+        capture=f"{capture['DestinationS3Uri'].rstrip('/')}/{args.endpoint_name}",
+        output=args.output, period=args.schedule, max_runtime_s=args.max_runtime_s)
+    pipeline.upsert(role_arn=common.role(args))
+    pipeline.put_triggers(triggers=[PipelineSchedule(name=name, cron=CRON[args.schedule])],
+                          role_arn=args.scheduler_role or common.role(args))
+    if args.alarm_topic:
+        period = {"hourly": 3600, "daily": 86400}[args.schedule]
+        session.boto_session.client("cloudwatch").put_metric_alarm(
+            AlarmName=alarm_name(args.endpoint_name),
+            AlarmDescription=f"image drift on endpoint {args.endpoint_name} "
+                             "(scripts/sagemaker_monitor.py): see drift_report.html",
+            Namespace=METRIC_NAMESPACE, MetricName="violations",
+            Dimensions=[{"Name": "Endpoint", "Value": args.endpoint_name},
+                        {"Name": "MonitoringSchedule", "Value": name}],
+            Statistic="Maximum", Period=period, EvaluationPeriods=1, Threshold=0.0,
+            ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching",
+            AlarmActions=[args.alarm_topic])
+    return name
+
+
+def create_model_monitor(args: argparse.Namespace, sagemaker_session) -> str:
+    """The same monitor as a Model Monitor custom monitoring schedule (existing customers)."""
+    from sagemaker.model_monitor import EndpointInput, ModelMonitor, MonitoringOutput
 
     model_data, _ = served_model(sagemaker_session, args.endpoint_name)
     model_data = args.model_data or model_data
@@ -62,14 +159,91 @@ def create(args: argparse.Namespace, sagemaker_session) -> str:
              "publish_cloudwatch_metrics": "Enabled" if args.cloudwatch_metrics else "Disabled"},
         base_job_name="byoc-image-drift", max_runtime_in_seconds=args.max_runtime_s,
         sagemaker_session=sagemaker_session)
-    cron = {"hourly": CronExpressionGenerator.hourly(),
-            "daily": CronExpressionGenerator.daily()}[args.schedule]
     name = schedule_name(args.endpoint_name)
     monitor.create_monitoring_schedule(
         endpoint_input=EndpointInput(endpoint_name=args.endpoint_name, destination=CAPTURE),
         output=MonitoringOutput(source=RESULTS, destination=args.output.rstrip("/")),
-        monitor_schedule_name=name, schedule_cron_expression=cron)
+        monitor_schedule_name=name, schedule_cron_expression=MODEL_MONITOR_CRON[args.schedule])
     return name
+
+
+def delete_monitoring_schedules(client, endpoint: str, timeout_s: float = 600) -> list[str]:
+    """The endpoint's Model Monitor schedules (this script's, and any other), each deleted and
+    waited for until SageMaker no longer knows it, as the SDK's ModelMonitor waits."""
+    names = [s["MonitoringScheduleName"] for s in client.list_monitoring_schedules(
+        EndpointName=endpoint)["MonitoringScheduleSummaries"]]
+    for name in names:
+        client.delete_monitoring_schedule(MonitoringScheduleName=name)
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while True:
+            try:
+                client.describe_monitoring_schedule(MonitoringScheduleName=name)
+            except ClientError as e:
+                if e.response["Error"]["Code"] == "ResourceNotFound":
+                    break
+                raise
+            if time.monotonic() > deadline:
+                raise SystemExit(f"monitoring schedule {name} is still being deleted after "
+                                 f"{timeout_s:.0f} s: run this again later")
+            time.sleep(5)
+    return [f"monitoring schedule {name}" for name in names]
+
+
+def delete_drift_monitor(sagemaker_session, endpoint: str) -> list[str]:
+    """Whichever of the two monitors the endpoint has: the schedule, the pipeline and the alarm,
+    and Model Monitor's schedules. Returns what it deleted."""
+    client, deleted = sagemaker_session.sagemaker_client, []
+    name = schedule_name(endpoint)
+    boto = sagemaker_session.boto_session
+    try:
+        boto.client("scheduler").delete_schedule(Name=name)
+        deleted.append(f"EventBridge schedule {name}")
+    except ClientError as e:
+        if e.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+    try:
+        client.describe_pipeline(PipelineName=name)
+        client.delete_pipeline(PipelineName=name)
+        deleted.append(f"pipeline {name}")
+    except ClientError as e:
+        if e.response["Error"]["Code"] not in ("ResourceNotFound", "ValidationException"):
+            raise
+    cloudwatch = boto.client("cloudwatch")
+    if cloudwatch.describe_alarms(AlarmNames=[alarm_name(endpoint)])["MetricAlarms"]:
+        cloudwatch.delete_alarms(AlarmNames=[alarm_name(endpoint)])
+        deleted.append(f"alarm {alarm_name(endpoint)}")
+    return deleted + delete_monitoring_schedules(client, endpoint)
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """The pipeline, executed by the SDK's LocalPipelineSession on this machine's Docker."""
+    from sagemaker.workflow.pipeline_context import LocalPipelineSession
+
+    offline = common.local_session(args.region)  # region, credentials, telemetry off
+    session = LocalPipelineSession(boto_session=offline.boto_session, disable_local_code=True)
+    session.config = {"local": {"local_code": True}}
+    session.sagemaker_config = offline.sagemaker_config
+    name = schedule_name(args.endpoint_name)
+    pipeline = drift_pipeline(
+        session, name=name, endpoint=args.endpoint_name,
+        image_uri=common.image_uri("train", args), role=common.role(args), instance_type="local",
+        model_data=common.uri(args.model_data, True), capture=common.uri(args.capture, True),
+        output=common.uri(args.output, True), period=args.schedule,
+        max_runtime_s=args.max_runtime_s, local=True)
+    pipeline.create(role_arn=common.role(args))
+    parameters = common.name_values(args.param, "--param")
+    unknown = set(parameters) - {"WindowEnd"}
+    if unknown:
+        raise SystemExit(f"--param {', '.join(sorted(unknown))}: the pipeline's one parameter "
+                         "is WindowEnd")
+    try:
+        execution = pipeline.start(parameters=parameters)
+    finally:
+        common.remove_local_containers("train", image_tag=args.image_tag)
+    [step] = execution.list_steps()["PipelineExecutionSteps"]
+    print(f"{step['StepName']} {step.get('StepStatus')} {step.get('FailureReason', '')}".strip())
+    return 0 if step.get("StepStatus") == "Succeeded" else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,29 +251,59 @@ def main(argv: list[str] | None = None) -> int:
     common.add_common_arguments(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser("create", help="schedule the drift monitor on an endpoint")
-    make.add_argument("--endpoint-name", required=True)
-    make.add_argument("--output", required=True, help="s3:// prefix for the monitor's reports")
+    local = commands.add_parser("run", help="with --local: execute the pipeline once, here")
+    for command in (make, local):
+        command.add_argument("--endpoint-name", required=True)
+        command.add_argument("--output", required=True, help="s3:// prefix for the reports")
+        command.add_argument("--schedule", choices=("hourly", "daily"), default="hourly",
+                             help="how often, and the window each run compares")
+        command.add_argument("--instance-type", default="ml.m5.xlarge")
+        command.add_argument("--max-runtime-s", type=int, default=3600)
     make.add_argument("--model-data", help="the served model.tar.gz (default: the endpoint's)")
-    make.add_argument("--schedule", choices=("hourly", "daily"), default="hourly")
-    make.add_argument("--instance-type", default="ml.m5.xlarge")
-    make.add_argument("--max-runtime-s", type=int, default=3600)
+    make.add_argument("--alarm-topic", metavar="SNS_ARN",
+                      help="a CloudWatch alarm on violations notifies this SNS topic")
+    make.add_argument("--scheduler-role", help="the role EventBridge Scheduler assumes to start "
+                                               "the pipeline (default: --role)")
+    make.add_argument("--model-monitor", action="store_true",
+                      help="a SageMaker Model Monitor schedule instead (closed to new customers)")
     make.add_argument("--no-cloudwatch-metrics", dest="cloudwatch_metrics", action="store_false",
-                      help="do not publish each run's figures as CloudWatch metrics")
-    remove = commands.add_parser("delete", help="delete the endpoint's drift schedule")
+                      help="with --model-monitor: do not publish each run's figures")
+    local.add_argument("--model-data", required=True, help="the model.tar.gz (s3:// or a file)")
+    local.add_argument("--capture", required=True,
+                       help="the endpoint's capture (s3:// or a folder: <prefix>/<endpoint>)")
+    local.add_argument("--param", action="append", default=[], metavar="WindowEnd=TIME")
+    remove = commands.add_parser("delete", help="delete the endpoint's drift monitor")
     remove.add_argument("--endpoint-name", required=True)
     args = parser.parse_args(argv)
+    if args.command == "run":
+        if not args.local:
+            parser.error("run is for --local; on AWS: create (the schedule starts it)")
+        return run_local(args)
     if args.local:
-        parser.error("monitoring schedules run on AWS; here, run python -m monitor.run on a "
-                     "capture folder")
-    if args.command == "create" and not args.output.startswith("s3://"):
-        parser.error("--output must be an s3:// prefix")
+        parser.error("schedules run on AWS; here: run --local, or python -m monitor.run")
+    if args.command == "create":
+        if not args.output.startswith("s3://"):
+            parser.error("--output must be an s3:// prefix")
+        if args.alarm_topic and not SNS_TOPIC.fullmatch(args.alarm_topic):
+            parser.error(f"--alarm-topic {args.alarm_topic!r} is not an SNS topic ARN "
+                         "(arn:aws:sns:<region>:<account>:<topic>)")
+        if args.alarm_topic and args.model_monitor:
+            parser.error("--alarm-topic is for the pipeline's metrics; with --model-monitor, "
+                         "alarm on Model Monitor's own")
+        if len(schedule_name(args.endpoint_name)) > 64:
+            parser.error(f"endpoint name {args.endpoint_name!r} is too long: the schedule "
+                         f"{schedule_name(args.endpoint_name)!r} may have 64 characters")
     sagemaker_session = common.session(args)
     if args.command == "create":
-        print(f"monitoring schedule: {create(args, sagemaker_session)}")
+        if args.model_monitor:
+            print(f"monitoring schedule: {create_model_monitor(args, sagemaker_session)}")
+        else:
+            name = create_pipeline(args, sagemaker_session)
+            print(f"pipeline and EventBridge schedule: {name}")
     else:
-        name = schedule_name(args.endpoint_name)
-        sagemaker_session.sagemaker_client.delete_monitoring_schedule(MonitoringScheduleName=name)
-        print(f"deleted monitoring schedule {name}")
+        deleted = delete_drift_monitor(sagemaker_session, args.endpoint_name)
+        for item in deleted or [f"nothing: endpoint {args.endpoint_name} has no drift monitor"]:
+            print(f"deleted {item}")
     return 0
 
 

@@ -45,16 +45,16 @@ class Sent(dict):
 
 @pytest.fixture(autouse=True)
 def sent(monkeypatch) -> Sent:
-    """The parameters of every SageMaker API call the scripts make, by operation name, as
-    botocore is about to send them (whichever session the script made)."""
+    """The parameters of every AWS API call the scripts make, by operation name, as botocore is
+    about to send them (whichever session the script made); stand-ins answer SageMaker's only."""
     from botocore.client import BaseClient
 
     calls = Sent()
     real_call = BaseClient._make_api_call
 
     def recording_call(client, operation_name, params):
+        calls.setdefault(operation_name, []).append(params)
         if client.meta.service_model.service_name == "sagemaker":
-            calls.setdefault(operation_name, []).append(params)
             answer = calls.answers.get(operation_name)  # an API moto lacks: a stand-in
             if callable(answer):
                 return answer(params)
@@ -508,10 +508,98 @@ def test_a_bad_hyperparameter_stops_the_pipeline_before_anything_is_sent(aws, se
     assert "CreatePipeline" not in sent
 
 
+def test_the_drift_monitor_is_a_scheduled_pipeline_by_default(aws, sent, capsys):
+    """An account opened today has no Model Monitor: a pipeline of one processing step, started
+    by EventBridge Scheduler, alarmed on in CloudWatch (moto has all three); the requests as
+    sent, and what moto then holds."""
+    from scripts import sagemaker_monitor
+
+    args = deploy_args(endpoint_name="dogs-drift", autoscale_max=0, capture="s3://data/capture/")
+    session = common.session(args)
+    sagemaker_deploy.deploy(args, session)
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:drift"
+    assert sagemaker_monitor.main(["--role", ROLE, "create", "--endpoint-name", "dogs-drift",
+                                   "--output", "s3://data/monitoring/", "--alarm-topic", topic]) == 0
+    assert "CreateMonitoringSchedule" not in sent
+    [created] = sent["CreatePipeline"]
+    assert created["PipelineName"] == "dogs-drift-image-drift" and created["RoleArn"] == ROLE
+    definition = json.loads(created["PipelineDefinition"])
+    assert definition["Parameters"] == [{"Name": "WindowEnd", "Type": "String", "DefaultValue": ""}]
+    [step] = definition["Steps"]
+    assert (step["Name"], step["Type"]) == ("DriftMonitor", "Processing")
+    job = step["Arguments"]
+    assert job["AppSpecification"]["ImageUri"] == f"{REGISTRY}/byoc-train:latest"
+    assert job["AppSpecification"]["ContainerEntrypoint"] == ["python", "-m", "monitor.run"]
+    arguments = job["AppSpecification"]["ContainerArguments"]
+    options = {flag: value for flag, value in zip(arguments, arguments[1:])
+               if isinstance(flag, str) and flag.startswith("--")}
+    assert options["--capture"] == "s3://data/capture/dogs-drift"  # read in place, by the hour
+    assert {"Std:Join": {"On": "", "Values": ["--window-before=",
+                                              {"Get": "Execution.StartDateTime"}]}} in arguments
+    assert {"Std:Join": {"On": "", "Values": ["--window-end=", {"Get": "Parameters.WindowEnd"}]}} \
+        in arguments
+    assert options["--period"] == "hourly" and options["--endpoint-name"] == "dogs-drift"
+    assert "--publish-metrics" in arguments
+    [model] = job["ProcessingInputs"]
+    assert model["S3Input"]["S3Uri"] == "s3://data/runs/job/output/model.tar.gz"
+    [output] = job["ProcessingOutputConfig"]["Outputs"]
+    assert output["S3Output"]["S3Uri"] == {"Std:Join": {"On": "/", "Values": [
+        "s3://data/monitoring", {"Get": "Execution.PipelineExecutionId"}]}}
+    pipeline_arn = aws.client("sagemaker").describe_pipeline(
+        PipelineName="dogs-drift-image-drift")["PipelineArn"]
+    [schedule] = sent["CreateSchedule"]
+    assert schedule["Name"] == "dogs-drift-image-drift"
+    assert schedule["ScheduleExpression"] == "cron(10 * * * ? *)"
+    assert schedule["Target"]["Arn"] == pipeline_arn and schedule["Target"]["RoleArn"] == ROLE
+    assert aws.client("scheduler").get_schedule(Name="dogs-drift-image-drift")["Target"][
+        "Arn"] == pipeline_arn
+    [alarm] = sent["PutMetricAlarm"]
+    assert alarm["Namespace"] == "BYOC/ImageDrift" and alarm["MetricName"] == "violations"
+    assert alarm["Dimensions"] == [{"Name": "Endpoint", "Value": "dogs-drift"},
+                                   {"Name": "MonitoringSchedule", "Value": "dogs-drift-image-drift"}]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["Period"]) == (
+        "GreaterThanThreshold", 0.0, 3600)
+    assert alarm["AlarmActions"] == [topic]
+    cloudwatch = aws.client("cloudwatch")
+    assert cloudwatch.describe_alarms(AlarmNames=["dogs-drift-image-drift-violations"])[
+        "MetricAlarms"][0]["AlarmActions"] == [topic]
+
+    assert sagemaker_monitor.main(["--role", ROLE, "delete", "--endpoint-name", "dogs-drift"]) == 0
+    assert [d["Name"] for d in sent["DeleteSchedule"]] == ["dogs-drift-image-drift"]
+    assert sent["DeletePipeline"][0]["PipelineName"] == "dogs-drift-image-drift"
+    assert cloudwatch.describe_alarms(AlarmNames=["dogs-drift-image-drift-violations"])[
+        "MetricAlarms"] == []
+    printed = capsys.readouterr().out
+    assert "deleted pipeline dogs-drift-image-drift" in printed
+    sagemaker_cleanup.delete_endpoint(session, "dogs-drift")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--alarm-topic", "drift-topic"], "is not an SNS topic ARN"),
+    (["--alarm-topic", f"arn:aws:sqs:{REGION}:{ACCOUNT}:drift"], "is not an SNS topic ARN"),
+    (["--alarm-topic", f"arn:aws:sns:{REGION}:{ACCOUNT}:drift", "--model-monitor"],
+     "alarm on Model Monitor's own"),
+    (["--output", "monitoring/"], "--output must be an s3:// prefix"),
+])
+def test_bad_monitor_arguments_fail_before_any_aws_call(aws, sent, capsys, argv, message):
+    from scripts import sagemaker_monitor
+
+    base = {"--endpoint-name": "dogs", "--output": "s3://data/monitoring"}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        base.pop(flag, None)
+    sent.clear()  # what the fixtures sent setting moto up
+    with pytest.raises(SystemExit):
+        sagemaker_monitor.main(["--role", ROLE, "create",
+                                *[x for kv in base.items() for x in kv], *argv])
+    assert message in capsys.readouterr().err
+    assert dict(sent) == {}
+
+
 def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(aws, sent,
                                                                               monkeypatch):
-    """CreateMonitoringSchedule as the SDK's ModelMonitor sends it (moto has no Model Monitor:
-    the request is checked and answered by a stand-in)."""
+    """--model-monitor (accounts that still have it): CreateMonitoringSchedule as the SDK's
+    ModelMonitor sends it (moto has no Model Monitor: the request is checked and answered by a
+    stand-in)."""
     from scripts import sagemaker_monitor
 
     args = deploy_args(endpoint_name="dogs-watched", autoscale_max=0, capture="s3://data/capture")
@@ -520,7 +608,8 @@ def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(
     sent.answers["CreateMonitoringSchedule"] = {
         "MonitoringScheduleArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:monitoring-schedule/x"}
     assert sagemaker_monitor.main(["--role", ROLE, "create", "--endpoint-name", "dogs-watched",
-                                   "--output", "s3://data/monitoring/", "--schedule", "daily"]) == 0
+                                   "--output", "s3://data/monitoring/", "--schedule", "daily",
+                                   "--model-monitor"]) == 0
     [request] = sent["CreateMonitoringSchedule"]
     assert request["MonitoringScheduleName"] == "dogs-watched-image-drift"
     config = request["MonitoringScheduleConfig"]
@@ -539,7 +628,7 @@ def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(
     assert output["S3Output"]["LocalPath"] == "/opt/ml/processing/resultdata"
     assert job["RoleArn"] == ROLE
     assert sagemaker_monitor.main(["--role", ROLE, "create", "--endpoint-name", "dogs-watched",
-                                   "--output", "s3://data/monitoring/",
+                                   "--output", "s3://data/monitoring/", "--model-monitor",
                                    "--no-cloudwatch-metrics"]) == 0
     quiet = sent["CreateMonitoringSchedule"][-1]["MonitoringScheduleConfig"]
     assert quiet["MonitoringJobDefinition"]["Environment"]["publish_cloudwatch_metrics"] == (
@@ -564,7 +653,7 @@ def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(
                           "DescribeMonitoringSchedule")
 
     sent.answers["DescribeMonitoringSchedule"] = describe
-    monkeypatch.setattr(sagemaker_cleanup.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(sagemaker_monitor.time, "sleep", lambda seconds: None)
     deleted = sagemaker_cleanup.delete_endpoint(session, "dogs-watched")
     assert sent["ListMonitoringSchedules"][-1] == {"EndpointName": "dogs-watched"}
     assert sent["DeleteMonitoringSchedule"] == [
