@@ -84,7 +84,39 @@ def import_smdebug():
             f"smdebug cannot be imported ({type(e).__name__}: {e}); install it as "
             "requirements/smdebug.txt says"
         ) from None
+    _without_tostring()
     return smd
+
+
+class _TensorBytes:
+    """An array as smdebug's make_tensor_proto reads it, with the ndarray.tostring() that
+    numpy 2.3 removed (smdebug 1.0.34's one call of it) answered by tobytes()."""
+
+    def __init__(self, array):
+        self.array, self.dtype, self.shape = array, array.dtype, array.shape
+
+    def tostring(self) -> bytes:
+        return self.array.tobytes()
+
+    def __iter__(self):
+        return iter(self.array)
+
+
+def _without_tostring() -> None:
+    """Let smdebug write tensors on any numpy 2, rather than hold every image below 2.3."""
+    import numpy as np
+    from smdebug.core import writer
+    from smdebug.core.tfevent import util
+
+    if hasattr(np.ndarray, "tostring") or getattr(util.make_tensor_proto, "shimmed", False):
+        return
+    original = util.make_tensor_proto
+
+    def make_tensor_proto(nparray_data, tag):
+        return original(_TensorBytes(np.asarray(nparray_data)), tag)
+
+    make_tensor_proto.shimmed = True
+    util.make_tensor_proto = writer.make_tensor_proto = make_tensor_proto
 
 
 def create(mode: str, model: nn.Module, criterion: nn.Module, tensors_dir: Path, *,
