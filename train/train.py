@@ -27,7 +27,7 @@ from torch import nn
 
 import numpy as np
 
-from artifact.manifest import Manifest, Preprocessing, write_manifest
+from artifact.manifest import INT8_FILE, Manifest, Preprocessing, write_manifest
 from debugger import hook as debug_hook
 from debugger import profiler, report, rules
 from debugger.record import Recorder
@@ -508,9 +508,16 @@ def add_int8(training: Training, manifest: Manifest) -> None:
 
     calibration = [x for x, _ in batches("train", quantize.CALIBRATION_IMAGES)]
     checked = [b for split in ("valid", "test") if split in t.data.splits for b in batches(split)]
-    manifest.precisions["int8"] = export_int8(
-        t.paths.model_dir, calibration, [x for x, _ in checked],
-        np.concatenate([y for _, y in checked]))
+    try:
+        manifest.precisions["int8"] = export_int8(
+            t.paths.model_dir, calibration, [x for x, _ in checked],
+            np.concatenate([y for _, y in checked]))
+    except Exception as e:  # a degenerate network (diverged weights) cannot be calibrated
+        (t.paths.model_dir / INT8_FILE).unlink(missing_ok=True)
+        log.warning("int8 copy not made (%s: %s): the model is served in fp32. Diverged "
+                    "weights do this: see the rules' verdicts (exploding_tensor, "
+                    "weight_update_ratio)", type(e).__name__, e)
+        return
     write_manifest(t.paths.model_dir, manifest)
     result = manifest.precisions["int8"]
     log.info("int8 copy: top-1 agreement with fp32 %.2f%% over %d images, accuracy %.4f "

@@ -152,3 +152,31 @@ def test_jobs_sharing_a_checkpoint_prefix_keep_apart_and_a_stopped_job_resumes(t
     assert (prefix / "job-a" / "checkpoint.pt").read_bytes() == a_checkpoint
     verdicts = {v["rule"]: v for v in json.loads((job_b / "output/data/rule_report.json").read_text())}
     assert "(limit 0%" in verdicts["dataloader_bound"]["why"]  # the job's own threshold
+
+
+def test_the_rules_fire_on_broken_training_in_the_container(train_image, demo_data, tmp_path):
+    """Training made to go wrong, in the image as SageMaker runs it: long training on a tiny
+    split overfits and stops lowering its loss; an enormous learning rate explodes (the job fails
+    saying why, and its rules are judged all the same)."""
+    from scripts.make_demo_data import generate
+
+    tiny = generate(tmp_path / "tiny", {"train": 2, "valid": 10, "test": 1})
+    job = tmp_path / "overfit"
+    prepare_job(job, tiny, {**TINY, "epochs": "25", "batch_size": "4", "dropout": "0",
+                            "label_smoothing": "0", "export_onnx": "false",
+                            "drift_baseline": "false"})
+    result = subprocess.run(docker_command(train_image, job, tiny), capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    verdicts = {v["rule"]: v for v in json.loads((job / "output/data/rule_report.json").read_text())}
+    assert verdicts["overfit"]["status"] == "IssuesFound"
+    assert verdicts["loss_not_decreasing"]["status"] == "IssuesFound"
+
+    job = tmp_path / "explode"
+    prepare_job(job, demo_data, {**TINY, "lr": "1000000"})
+    result = subprocess.run(docker_command(train_image, job, demo_data), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 1
+    assert "the training loss became" in (job / "output" / "failure").read_text()
+    verdicts = {v["rule"]: v for v in json.loads((job / "output/data/rule_report.json").read_text())}
+    assert verdicts["exploding_tensor"]["status"] == "IssuesFound"

@@ -291,3 +291,19 @@ def test_two_process_distributed_training(small_data, tmp_path):
     assert result.stdout.count("#metrics epoch=2") == 1  # only rank 0 logs metrics
     assert read_manifest(out / "model").onnx_max_abs_diff < 1e-3
     assert len(parse_metrics(result.stdout)["test:top1"]) == 1
+
+
+def test_a_network_that_cannot_be_quantized_is_exported_in_fp32(tmp_path):
+    """An enormous learning rate on a dozen images diverges without a non-finite loss: the
+    quantizer cannot calibrate the network. The job still exports its fp32 artifact and says why
+    there is no int8 copy, instead of failing on the quantizer's assertion."""
+    from scripts.make_demo_data import generate
+
+    data = generate(tmp_path / "data", {"train": 2, "valid": 10, "test": 1})
+    out = tmp_path / "run"
+    result = run_training(data, out, lr=1e6)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "int8 copy not made (" in result.stdout + result.stderr
+    manifest = read_manifest(out / "model")
+    assert "int8" not in manifest.precisions and not (out / "model" / "model.int8.onnx").exists()
+    assert (out / "model" / "model.onnx").is_file()
