@@ -571,7 +571,17 @@ def test_the_drift_monitor_is_a_scheduled_pipeline_by_default(aws, sent, capsys)
         "MetricAlarms"] == []
     printed = capsys.readouterr().out
     assert "deleted pipeline dogs-drift-image-drift" in printed
-    sagemaker_cleanup.delete_endpoint(session, "dogs-drift")
+
+    # The cleanup of the endpoint removes its monitor too, before the endpoint.
+    assert sagemaker_monitor.main(["--role", ROLE, "create", "--endpoint-name", "dogs-drift",
+                                   "--output", "s3://data/monitoring/", "--alarm-topic", topic]) == 0
+    deleted = sagemaker_cleanup.delete_endpoint(session, "dogs-drift")
+    assert deleted[:3] == ["EventBridge schedule dogs-drift-image-drift",
+                           "pipeline dogs-drift-image-drift",
+                           "alarm dogs-drift-image-drift-violations"]
+    assert "endpoint dogs-drift" in deleted
+    assert "dogs-drift-image-drift" not in {
+        p["PipelineName"] for p in aws.client("sagemaker").list_pipelines()["PipelineSummaries"]}
 
 
 @pytest.mark.parametrize("argv, message", [
