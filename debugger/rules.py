@@ -186,8 +186,9 @@ class TensorBoardRecord(Evidence):
 
     def relu_inputs(self):
         variance = self.by_pattern(r"relu_input/(.+)/variance")
-        spread = self.by_pattern(r"relu_input/(.+)/spread")
-        return {name: [(s, v, dict(spread.get(name, [])).get(s, np.nan)) for s, v in series]
+        spread = {name: dict(series)
+                  for name, series in self.by_pattern(r"relu_input/(.+)/spread").items()}
+        return {name: [(s, v, spread.get(name, {}).get(s, np.nan)) for s, v in series]
                 for name, series in variance.items()}
 
     def relu_activity(self):
@@ -204,15 +205,16 @@ class TensorBoardRecord(Evidence):
             return {int(round(limit - 0.5)): count
                     for limit, count in zip(histogram.limits, histogram.counts) if count}
 
-        labels = self.histograms("classes/labels").get("", [])
-        wrong = dict(self.histograms("classes/mispredicted").get("", []))
-        size = 1 + max([max(per_class(h), default=0) for _, h in labels], default=0)
+        labels = [(step, per_class(h)) for step, h in self.histograms("classes/labels").get("", [])]
+        wrong = {step: per_class(h)
+                 for step, h in self.histograms("classes/mispredicted").get("", [])}
+        size = 1 + max([max(counts, default=0) for _, counts in labels], default=0)
         rows = []
-        for step, histogram in labels:
+        for step, counts in labels:
             seen, missed = np.zeros(size), np.zeros(size)
-            for index, count in per_class(histogram).items():
+            for index, count in counts.items():
                 seen[index] = count
-            for index, count in (per_class(wrong[step]) if step in wrong else {}).items():
+            for index, count in wrong.get(step, {}).items():
                 missed[index] = count
             rows.append((step, seen, missed))
         return rows
