@@ -61,7 +61,7 @@ def step_times(arch: str, setup: str, batch: int, steps: int, device) -> list[fl
         loss = criterion(logits, labels)
         value = loss.item()  # synchronises, as training's logging does
         if recorder is not None:
-            recorder.loss(number, value, logits, labels)
+            recorder.loss(number, value, logits.argmax(1), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if recorder is not None:

@@ -123,14 +123,15 @@ class Recorder:
                                               bins=SATURATION_EDGES)
         return hook
 
-    def loss(self, step: int, loss: float, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """After the forward pass: the loss, and which classes the batch held and missed."""
+    def loss(self, step: int, loss: float, predicted: torch.Tensor, labels: torch.Tensor) -> None:
+        """After the forward pass: the loss, and which classes the batch held and missed
+        (predicted: the batch's top-1 class indices)."""
         if not self.enabled:
             return
         self.writer.add_scalar("loss/train", loss, step)
         edges = class_edges(self.num_classes)
         truth = labels.detach().cpu().numpy()
-        wrong = truth[(logits.detach().argmax(1).cpu().numpy() != truth)]
+        wrong = truth[predicted.detach().cpu().numpy() != truth]
         if truth.size:
             self.writer.add_histogram("classes/labels", truth, step, bins=edges)
         if wrong.size:  # no histogram of nothing: a missing step means none was missed

@@ -29,12 +29,14 @@ class RuleWatch:
         return (rules.evaluate(self.record, self.params)
                 + profiler.evaluate(self.record.profile(), self.params))
 
-    def report(self, verdicts: list[Verdict]) -> Verdict | None:
-        """Log the rules that found issues for the first time; return the verdict whose action
-        stops training, if one fired."""
+    def log_new_issues(self, verdicts: list[Verdict]) -> None:
+        """A warning for each rule that found issues for the first time."""
         for v in verdicts:
             if v.status == ISSUES and v.rule not in self.reported:
                 self.reported.add(v.rule)
                 log.warning("rule %s: IssuesFound at step %s: %s", v.rule, v.step, v.why)
+
+    def stop_rule(self, verdicts: list[Verdict]) -> Verdict | None:
+        """The verdict whose rule_actions entry stops training, if its rule fired."""
         return next((v for v in verdicts
                      if v.status == ISSUES and self.actions.get(v.rule) == "stop"), None)

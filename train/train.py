@@ -127,7 +127,6 @@ class Training:
     checkpoints: checkpoint.JobCheckpoints
     progress: TrainingState = field(default_factory=TrainingState)
     stopped_by: rules.Verdict | None = None  # the rule whose action stopped training early
-    verdicts: list[rules.Verdict] = field(default_factory=list)  # the rules' latest
 
     @property
     def classes(self) -> list[str]:
@@ -157,7 +156,8 @@ def train_one_epoch(training: Training) -> list[float]:
             logits = t.net(t.normalizer(images))
             loss = t.criterion(logits, labels)
         loss_value = loss.item()
-        t.recorder.loss(global_step, loss_value, logits, labels)
+        predicted = logits.argmax(1)
+        t.recorder.loss(global_step, loss_value, predicted, labels)
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"the training loss became {loss_value} at epoch {epoch} "
                                      f"step {step}: lower lr (now {t.config.lr}) or check the data")
@@ -174,7 +174,7 @@ def train_one_epoch(training: Training) -> list[float]:
         progress.steps = global_step
         t.profiler.end_step(global_step, loss_value)
         n = len(labels)
-        sums = [sums[0] + loss_value * n, sums[1] + (logits.argmax(1) == labels).sum().item(),
+        sums = [sums[0] + loss_value * n, sums[1] + (predicted == labels).sum().item(),
                 sums[2] + n]
         progress.consumed += n
         if ctx.is_main and step % t.config.log_every_steps == 0:
@@ -234,7 +234,7 @@ def fit(training: Training) -> None:
         if t.ctx.is_main:
             log.info(format_metrics(**record))
         t.recorder.epoch(progress.steps, record, valid_criterion_loss)
-        stop_rule = judge_rules(t)
+        stop_rule = t.watch.stop_rule(judge_rules(t)) if t.watch else None
         save_checkpoint(t)
         if t.ctx.any_rank(stop_rule is not None):  # rank 0 judges; every rank stops
             if stop_rule is not None:
@@ -248,18 +248,18 @@ def fit(training: Training) -> None:
             break
 
 
-def judge_rules(training: Training) -> rules.Verdict | None:
-    """On rank 0: every rule over the record so far, its issue counts as a #metrics line; the
-    verdict whose rule_actions entry stops training, if one fired."""
+def judge_rules(training: Training) -> list[rules.Verdict]:
+    """On rank 0: every rule over the record so far, the rules that found issues for the first
+    time logged, and every rule's issue count as a #metrics line; empty on the other ranks."""
     t = training
     if t.watch is None:
-        return None
+        return []
     t.recorder.profile(*t.profiler.drain())
     t.recorder.flush()
     verdicts = t.watch.judge()
+    t.watch.log_new_issues(verdicts)
     log.info(format_metrics(**{f"issues_{v.rule}": v.issues for v in verdicts}))
-    t.verdicts = verdicts
-    return t.watch.report(verdicts)
+    return verdicts
 
 
 def load_data(config: TrainConfig, ctx: distributed.Context, splits: dict[str, Split],
@@ -426,9 +426,8 @@ def report_run(training: Training, failure: BaseException | None = None) -> None
     out = t.paths.output_data_dir
     try:
         started = time.perf_counter()
-        judge_rules(t)
+        verdicts = judge_rules(t)
         t.recorder.close()
-        verdicts = t.verdicts
         log.info("rules over %s (%.1f s):\n%s", t.paths.tensorboard_dir,
                  time.perf_counter() - started, rules.summary(verdicts))
         out.mkdir(parents=True, exist_ok=True)
