@@ -58,6 +58,22 @@ def local_session(region: str | None = None, serving_port: int | None = None):
     return local
 
 
+def pipeline_session(local: bool, region: str | None = None):
+    """A PipelineSession for AWS (nothing runs until the pipeline is started there), or a
+    LocalPipelineSession that runs the steps on this machine's Docker, offline."""
+    if local:
+        from sagemaker.workflow.pipeline_context import LocalPipelineSession
+
+        offline = local_session(region)  # region, credentials, telemetry off
+        session = LocalPipelineSession(boto_session=offline.boto_session, disable_local_code=True)
+        session.config = {"local": {"local_code": True}}
+        session.sagemaker_config = offline.sagemaker_config
+        return session
+    from sagemaker.workflow.pipeline_context import PipelineSession
+
+    return PipelineSession(boto_session=boto3.Session(region_name=region))
+
+
 def is_local(sagemaker_session) -> bool:
     from sagemaker.local import LocalSession
 

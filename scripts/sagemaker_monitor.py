@@ -43,7 +43,6 @@ OUTPUT = "/opt/ml/processing/output"
 STEP = "DriftMonitor"
 # EventBridge Scheduler, ten minutes into the period: data capture writes an hour's files late.
 CRON = {"hourly": "10 * * * ? *", "daily": "10 0 * * ? *"}
-MODEL_MONITOR_CRON = {"hourly": "cron(0 * ? * * *)", "daily": "cron(0 0 ? * * *)"}
 SNS_TOPIC = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}")
 
 
@@ -114,14 +113,12 @@ def drift_pipeline(session, *, name: str, endpoint: str, image_uri: str, role: s
 
 def create_pipeline(args: argparse.Namespace, session) -> str:
     """Upsert the pipeline, schedule it, and add the violations alarm when asked for."""
-    from sagemaker.workflow.pipeline_context import PipelineSession
     from sagemaker.workflow.triggers import PipelineSchedule
 
     model_data, capture = served_model(session, args.endpoint_name)
     name = schedule_name(args.endpoint_name)
-    pipeline_session = PipelineSession(boto_session=session.boto_session)
     pipeline = drift_pipeline(
-        pipeline_session, name=name, endpoint=args.endpoint_name,
+        common.pipeline_session(False, session.boto_region_name), name=name, endpoint=args.endpoint_name,
         image_uri=common.image_uri("train", args, session), role=common.role(args),
         instance_type=args.instance_type, model_data=args.model_data or model_data,
         capture=f"{capture['DestinationS3Uri'].rstrip('/')}/{args.endpoint_name}",
@@ -146,7 +143,8 @@ def create_pipeline(args: argparse.Namespace, session) -> str:
 
 def create_model_monitor(args: argparse.Namespace, sagemaker_session) -> str:
     """The same monitor as a Model Monitor custom monitoring schedule (existing customers)."""
-    from sagemaker.model_monitor import EndpointInput, ModelMonitor, MonitoringOutput
+    from sagemaker.model_monitor import (CronExpressionGenerator, EndpointInput, ModelMonitor,
+                                         MonitoringOutput)
 
     model_data, _ = served_model(sagemaker_session, args.endpoint_name)
     model_data = args.model_data or model_data
@@ -163,7 +161,9 @@ def create_model_monitor(args: argparse.Namespace, sagemaker_session) -> str:
     monitor.create_monitoring_schedule(
         endpoint_input=EndpointInput(endpoint_name=args.endpoint_name, destination=CAPTURE),
         output=MonitoringOutput(source=RESULTS, destination=args.output.rstrip("/")),
-        monitor_schedule_name=name, schedule_cron_expression=MODEL_MONITOR_CRON[args.schedule])
+        monitor_schedule_name=name,
+        schedule_cron_expression={"hourly": CronExpressionGenerator.hourly(),
+                                  "daily": CronExpressionGenerator.daily()}[args.schedule])
     return name
 
 
@@ -218,12 +218,7 @@ def delete_drift_monitor(sagemaker_session, endpoint: str) -> list[str]:
 
 def run_local(args: argparse.Namespace) -> int:
     """The pipeline, executed by the SDK's LocalPipelineSession on this machine's Docker."""
-    from sagemaker.workflow.pipeline_context import LocalPipelineSession
-
-    offline = common.local_session(args.region)  # region, credentials, telemetry off
-    session = LocalPipelineSession(boto_session=offline.boto_session, disable_local_code=True)
-    session.config = {"local": {"local_code": True}}
-    session.sagemaker_config = offline.sagemaker_config
+    session = common.pipeline_session(True, args.region)
     name = schedule_name(args.endpoint_name)
     pipeline = drift_pipeline(
         session, name=name, endpoint=args.endpoint_name,

@@ -39,22 +39,6 @@ ACCURACY = "multiclass_classification_metrics.accuracy.value"  # in evaluation.j
 STEPS = ("Train", "Evaluate", "CheckAccuracy")
 
 
-def pipeline_session(args: argparse.Namespace):
-    import boto3
-
-    if args.local:
-        from sagemaker.workflow.pipeline_context import LocalPipelineSession
-
-        offline = common.local_session(args.region)  # region, credentials, telemetry off
-        session = LocalPipelineSession(boto_session=offline.boto_session, disable_local_code=True)
-        session.config = {"local": {"local_code": True}}
-        session.sagemaker_config = offline.sagemaker_config
-        return session
-    from sagemaker.workflow.pipeline_context import PipelineSession
-
-    return PipelineSession(boto_session=boto3.Session(region_name=args.region))
-
-
 def build(args: argparse.Namespace, session):
     """The Pipeline object; nothing is sent until upsert or create."""
     from sagemaker.model import Model
@@ -156,7 +140,7 @@ def wait(session, execution_arn: str, poll_s: float = 30) -> dict:
 
 def run_local(args: argparse.Namespace) -> int:
     """The whole pipeline in local mode, to its end; 0 when the model passed the threshold."""
-    session = pipeline_session(args)
+    session = common.pipeline_session(args.local, args.region)
     pipeline = build(args, session)
     pipeline.create(role_arn=common.role(args))
     declared = {p.name: p.parameter_type.python_type for p in pipeline.parameters}
@@ -229,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_local(args)
     elif args.local:
         parser.error(f"{args.command} runs on AWS; --local pipelines run with: run --local")
-    session = pipeline_session(args)
+    session = common.pipeline_session(args.local, args.region)
     if args.command == "definition":
         print(json.dumps(json.loads(build(args, session).definition()), indent=2))
     elif args.command == "upsert":
