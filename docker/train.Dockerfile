@@ -41,7 +41,7 @@ COPY artifact /opt/program/artifact
 COPY train /opt/program/train
 COPY debugger /opt/program/debugger
 COPY monitor /opt/program/monitor
-COPY scripts/__init__.py scripts/common.py scripts/progress.py /opt/program/scripts/
+COPY util /opt/program/util
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/program \
     PYTHONUNBUFFERED=1 \

@@ -71,7 +71,7 @@ def capture_files(source: str, s3=None, since: str | None = None,
     """(name, text) of every .jsonl file under a folder or an s3:// prefix whose hour folder
     lies in [since, until), in name order (the hour folders sort in time order)."""
     if source.startswith("s3://"):
-        from scripts.common import list_s3, s3_folder, split_s3_uri
+        from util.s3 import list_s3, s3_folder, split_s3_uri
 
         bucket, key = split_s3_uri(source)
         names = sorted(name for name, _ in list_s3(s3, source) if name.endswith(".jsonl"))

@@ -35,7 +35,7 @@ from artifact.manifest import ARCHIVE_FILE, BASELINE_FILE, ArtifactError, read_m
 from monitor import METRIC_NAMESPACE, report
 from monitor.capture import CaptureError, Skipped, read
 from monitor.profile import ALPHA, compare
-from scripts.progress import track
+from util.progress import track
 
 log = logging.getLogger("monitor")
 MIN_WINDOW = 30  # below this a window is compared, with a warning: tests have little power
@@ -53,7 +53,7 @@ def model_folder(source: str, work: Path) -> Path:
     if source.startswith("s3://"):
         import boto3
 
-        from scripts.common import split_s3_uri
+        from util.s3 import split_s3_uri
 
         bucket, key = split_s3_uri(source)
         local = work / ARCHIVE_FILE

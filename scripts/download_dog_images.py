@@ -15,7 +15,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from scripts.progress import Progress
+from util.progress import Progress
 
 URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
 EXPECTED = {"classes": 133, "train": 6680, "valid": 835, "test": 836}

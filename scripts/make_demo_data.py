@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from scripts.progress import Progress
+from util.progress import Progress
 
 # (folder name, hue): hues evenly spaced, so colour separates the classes and shape backs it up
 # (grayscale images only have the shape).

@@ -30,8 +30,9 @@ from pathlib import Path
 
 from artifact.preprocess import FOLDER_MAX_PIXELS, IMAGE_EXTENSIONS, decode_resized
 from scripts import common
-from scripts.progress import track
 from scripts.sagemaker_deploy import make_model
+from util.progress import track
+from util.s3 import list_s3, s3_folder, split_s3_uri
 
 JSONLINES = "application/jsonlines"
 SHRUNK_SHORTER_SIDE = 1024  # a downscaled photo's shorter side: 4x a 256-pixel model input
@@ -41,9 +42,9 @@ RECORD_OVERHEAD = 4096  # bytes of a record besides its base64: the JSON, its id
 def list_images(images: str, s3=None) -> list[tuple[str, Callable[[], bytes]]]:
     """(id, read()) for every image file under a folder or S3 prefix, in name order."""
     if images.startswith("s3://"):
-        bucket, _ = common.split_s3_uri(images)
+        bucket, _ = split_s3_uri(images)
         found = [(name, lambda k=item["Key"]: s3.get_object(Bucket=bucket, Key=k)["Body"].read())
-                 for name, item in common.list_s3(s3, images)
+                 for name, item in list_s3(s3, images)
                  if Path(name).suffix.lower() in IMAGE_EXTENSIONS]
         return sorted(found, key=lambda f: f[0])
     root = Path(images)
@@ -114,17 +115,17 @@ def pack(images: Iterable[tuple[str, Callable[[], bytes]]], folder: Path, record
 
 def upload(folder: Path, location: str, s3) -> None:
     """Each file of folder to an s3:// folder (from disk: never all in memory)."""
-    bucket, key = common.split_s3_uri(location)
+    bucket, key = split_s3_uri(location)
     for path in sorted(folder.iterdir()):
-        s3.upload_file(str(path), bucket, common.s3_folder(key) + path.name)
+        s3.upload_file(str(path), bucket, s3_folder(key) + path.name)
 
 
 def read_results(location: str, s3=None) -> list[dict]:
     """Every JSON line of the job's .out files (every page of the listing)."""
     texts = []
     if location.startswith("s3://"):
-        bucket, _ = common.split_s3_uri(location)
-        for name, item in sorted(common.list_s3(s3, location), key=lambda x: x[0]):
+        bucket, _ = split_s3_uri(location)
+        for name, item in sorted(list_s3(s3, location), key=lambda x: x[0]):
             if name.endswith(".out"):
                 texts.append(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode())
     else:
@@ -204,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     writer.writeheader()
     writer.writerows(rows)
     if s3:
-        bucket, key = common.split_s3_uri(output)
-        s3.put_object(Bucket=bucket, Key=common.s3_folder(key) + "predictions.csv",
+        bucket, key = split_s3_uri(output)
+        s3.put_object(Bucket=bucket, Key=s3_folder(key) + "predictions.csv",
                       Body=table.getvalue().encode())
     else:
         Path(output.removeprefix("file://"), "predictions.csv").write_text(table.getvalue())

@@ -21,6 +21,7 @@ from sagemaker.predictor import Predictor
 from sagemaker.serializers import IdentitySerializer
 
 from scripts import common, local_endpoint
+from util.s3 import s3_folder, split_s3_uri
 
 
 class ImagePredictor(Predictor):
@@ -57,8 +58,8 @@ def with_async(runtime_client, s3_client, endpoint_name: str, path: Path, input_
                top_k: int = 3, timeout_s: float = 900) -> dict:
     """Asynchronous inference: the image goes to S3, the endpoint queues the request and writes
     its answer to S3; this waits for it (or for the failure SageMaker writes instead)."""
-    bucket, prefix = common.split_s3_uri(input_prefix)
-    key = f"{common.s3_folder(prefix)}{uuid.uuid4().hex}{path.suffix}"
+    bucket, prefix = split_s3_uri(input_prefix)
+    key = f"{s3_folder(prefix)}{uuid.uuid4().hex}{path.suffix}"
     s3_client.upload_file(str(path), bucket, key)
     response = runtime_client.invoke_endpoint_async(
         EndpointName=endpoint_name, InputLocation=f"s3://{bucket}/{key}",
@@ -70,7 +71,7 @@ def with_async(runtime_client, s3_client, endpoint_name: str, path: Path, input_
         for kind, location in outputs.items():
             if not location:
                 continue
-            out_bucket, out_key = common.split_s3_uri(location)
+            out_bucket, out_key = split_s3_uri(location)
             try:
                 body = s3_client.get_object(Bucket=out_bucket, Key=out_key)["Body"].read()
             except s3_client.exceptions.NoSuchKey:

@@ -19,6 +19,7 @@ import sys
 
 from artifact.content_types import REQUEST_TYPES, RESPONSE_TYPES
 from scripts import common
+from util.s3 import split_s3_uri
 
 PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
 CPU_INSTANCES = ["ml.c6i.xlarge", "ml.c6i.2xlarge", "ml.c7i.xlarge", "ml.m6i.xlarge",
@@ -79,7 +80,7 @@ def test_accuracy(sagemaker_session, described: dict) -> float | None:
     uri = described.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
     if not uri:
         return None
-    bucket, key = common.split_s3_uri(uri)
+    bucket, key = split_s3_uri(uri)
     s3 = sagemaker_session.boto_session.client("s3")
     try:
         report = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())

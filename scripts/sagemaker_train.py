@@ -24,6 +24,7 @@ from debugger import config as debug_config
 from scripts import common
 from train.config import ConfigError, from_hyperparameters
 from train.metrics import METRIC_DEFINITIONS
+from util.s3 import s3_folder, split_s3_uri
 
 CHANNELS = ("train", "valid", "test")
 REQUIRED = ("train", "valid")
@@ -33,8 +34,8 @@ def channels(data: str, local: bool, s3=None, test: str = "auto") -> dict[str, s
     """The job's channels: each split the folder or S3 prefix holds; test "auto" (when it is
     there), "always" or "never"."""
     if data.startswith("s3://"):
-        bucket, key = common.split_s3_uri(data)
-        folder = common.s3_folder(key)
+        bucket, key = split_s3_uri(data)
+        folder = s3_folder(key)
         listed = s3.list_objects_v2(Bucket=bucket, Prefix=folder, Delimiter="/")
         found = {p["Prefix"][len(folder):].rstrip("/") for p in listed.get("CommonPrefixes", [])}
         base = data.rstrip("/")

@@ -16,7 +16,8 @@ import boto3
 
 from artifact.preprocess import IMAGE_EXTENSIONS
 from scripts import common
-from scripts.progress import track
+from util.progress import track
+from util.s3 import list_s3, s3_folder, split_s3_uri
 
 SPLITS = ("train", "valid", "test")
 
@@ -32,14 +33,14 @@ def local_files(data: Path) -> dict[str, Path]:
 
 
 def remote_sizes(s3, uri: str) -> dict[str, int]:
-    return {key: item["Size"] for key, item in common.list_s3(s3, uri)}
+    return {key: item["Size"] for key, item in list_s3(s3, uri)}
 
 
 def upload(data: Path, uri: str, s3=None, threads: int = 16) -> dict[str, int]:
     """Returns {"uploaded": n, "skipped": n}; raises SystemExit if S3 then lacks a file."""
     s3 = s3 or boto3.client("s3")
-    bucket, prefix = common.split_s3_uri(uri)
-    folder = common.s3_folder(prefix)
+    bucket, prefix = split_s3_uri(uri)
+    folder = s3_folder(prefix)
     files = local_files(data)
     present = remote_sizes(s3, uri)
     todo = [key for key, path in files.items() if present.get(key) != path.stat().st_size]

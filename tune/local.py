@@ -31,7 +31,7 @@ from pathlib import Path
 
 import optuna
 
-from scripts.progress import Progress
+from util.progress import Progress
 from train.config import from_hyperparameters
 from train.metrics import OBJECTIVE_METRIC, parse_metrics
 from tune import space as search_space

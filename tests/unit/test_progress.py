@@ -1,10 +1,10 @@
-"""scripts/progress.py: a bar in place on a terminal, plain lines in a log."""
+"""util/progress.py: a bar in place on a terminal, plain lines in a log."""
 from __future__ import annotations
 
 import io
 
-from scripts import progress as progress_module
-from scripts.progress import Progress, track
+from util import progress as progress_module
+from util.progress import Progress, track
 
 
 class Clock:
