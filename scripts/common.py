@@ -1,9 +1,11 @@
-"""What the launch scripts share: a SageMaker session (real, or local mode on this machine), the
-images, the role, and the request shapes that every script agrees on.
+"""What the launch scripts share: where they send their requests (AWS, or local mode on this
+machine), the images, the role, the shared flag groups, and the request shapes that every
+script agrees on. SageMaker Python SDK v3.
 
-Local mode (`--local`) runs the same SDK calls against Docker on this machine: instance type
-"local", file:// inputs and outputs, the images' local tags. It needs no AWS account: a region,
-dummy credentials and a role ARN of the right shape are filled in when none are configured.
+Local mode (`--local`) runs the same requests against Docker on this machine: instance type
+"local", local folders for inputs and outputs, the images' local tags. It needs no AWS account: a
+region, dummy credentials and a role ARN of the right shape are filled in when none are
+configured.
 """
 from __future__ import annotations
 
@@ -12,12 +14,26 @@ import json
 import os
 import re
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 
 LOCAL_ROLE = "arn:aws:iam::111111111111:role/service-role/byoc-local"
-os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # v2 is pinned on purpose
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/.+")
+# Telemetry would call AWS from local mode, and it reports this kit's use: off everywhere.
+OFFLINE_CONFIG = {"SchemaVersion": "1.0",
+                  "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where a script sends its requests and as whom: read once from the common flags."""
+    local: bool = False
+    region: str | None = None
+    role: str | None = None  # an IAM role ARN, checked
+    image_tag: str = "latest"
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,58 +45,113 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-tag", default="latest", help="tag of the pushed or local images")
 
 
-def session(args: argparse.Namespace):
-    """A sagemaker Session for AWS, or a LocalSession with telemetry off for --local."""
-    if args.local:
-        return local_session(args.region)
-    import sagemaker
+def launch(args: argparse.Namespace) -> Launch:
+    """The common flags, checked: a role that is not an IAM role ARN fails here."""
+    if args.role and not ROLE_ARN.fullmatch(args.role):
+        raise SystemExit(f"--role {args.role!r} is not an IAM role ARN "
+                         "(arn:aws:iam::<account>:role/<name>)")
+    return Launch(local=args.local, region=args.region, role=args.role, image_tag=args.image_tag)
 
-    boto_session = boto3.Session(region_name=args.region)
-    return sagemaker.Session(boto_session=boto_session)
+
+def role(target: Launch) -> str:
+    if target.role:
+        return target.role
+    if target.local:
+        return LOCAL_ROLE
+    raise SystemExit("pass --role arn:aws:iam::<account>:role/<name> (or set SAGEMAKER_ROLE): the "
+                     "role SageMaker assumes to read your data and images (README: Run it on AWS)")
+
+
+def session(target: Launch):
+    """SDK v3's Session for AWS, or its LocalSession (the local engine) for --local."""
+    if target.local:
+        return local_session(target.region)
+    from sagemaker.core.helper.session_helper import Session
+
+    return Session(boto_session=boto3.Session(region_name=target.region),
+                   sagemaker_config=OFFLINE_CONFIG)
+
+
+def offline_environment(region: str | None = None) -> str:
+    """The region local mode runs in; dummy credentials when there are none (local mode signs
+    nothing it sends)."""
+    os.environ.setdefault("AWS_DEFAULT_REGION", region or "us-east-1")
+    # SDK v3 checks the role with IAM before a job; local mode's role is a placeholder.
+    os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
+    if boto3.Session().get_credentials() is None:
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    return region or os.environ["AWS_DEFAULT_REGION"]
 
 
 def local_session(region: str | None = None, serving_port: int | None = None):
-    from sagemaker.local import LocalSession
+    from sagemaker.core.local import LocalSession
 
-    os.environ.setdefault("AWS_DEFAULT_REGION", region or "us-east-1")
-    if boto3.Session().get_credentials() is None:  # local mode signs nothing it sends
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-    boto_session = boto3.Session(region_name=region or os.environ["AWS_DEFAULT_REGION"])
-    local = LocalSession(
-        boto_session=boto_session, disable_local_code=True,
-        # Telemetry would call AWS from local mode; opting out keeps it offline.
-        sagemaker_config={"SchemaVersion": "1.0",
-                          "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}})
+    boto_session = boto3.Session(region_name=offline_environment(region))
+    local = LocalSession(boto_session=boto_session, disable_local_code=True,
+                         sagemaker_config=OFFLINE_CONFIG)
     local.config = {"local": {"local_code": True,
                               "serving_port": serving_port or int(os.environ.get("PORT", 8080))}}
     return local
 
 
 def pipeline_session(local: bool, region: str | None = None):
-    """A PipelineSession for AWS (nothing runs until the pipeline is started there), or a
-    LocalPipelineSession that runs the steps on this machine's Docker, offline."""
+    """A PipelineSession for AWS (nothing runs until the pipeline is started there), or one that
+    runs the pipeline's steps on this machine's Docker with v3's local executor, offline."""
     if local:
-        from sagemaker.workflow.pipeline_context import LocalPipelineSession
+        return offline_pipeline_session(region)
+    from sagemaker.core.workflow.pipeline_context import PipelineSession
 
-        offline = local_session(region)  # region, credentials, telemetry off
-        session = LocalPipelineSession(boto_session=offline.boto_session, disable_local_code=True)
-        session.config = {"local": {"local_code": True}}
-        session.sagemaker_config = offline.sagemaker_config
-        return session
-    from sagemaker.workflow.pipeline_context import PipelineSession
+    return PipelineSession(boto_session=boto3.Session(region_name=region),
+                           sagemaker_config=OFFLINE_CONFIG)
 
-    return PipelineSession(boto_session=boto3.Session(region_name=region))
+
+def offline_pipeline_session(region: str | None = None):
+    """SDK v3 3.27 splits local pipelines in two, neither of which runs one as shipped: its
+    sagemaker.core LocalPipelineSession captures the steps' requests (a PipelineSession) but
+    has no pipeline calls, and sagemaker.mlops.local's has the calls and the executor but
+    captures nothing, while Pipeline.create/start look for the calls on the session's client.
+    This session is both, and its client hands the pipeline calls to it."""
+    from sagemaker.core.local.local_session import LocalSagemakerClient
+    from sagemaker.core.workflow.pipeline_context import PipelineSession
+    from sagemaker.mlops.local import LocalPipelineSession
+
+    class PipelineCalls(LocalSagemakerClient):
+        def create_pipeline(self, pipeline, description, **kwargs):
+            return self.sagemaker_session.create_pipeline(pipeline, description, **kwargs)
+
+        def update_pipeline(self, pipeline, description, **kwargs):
+            return self.sagemaker_session.update_pipeline(pipeline, description, **kwargs)
+
+        def describe_pipeline(self, PipelineName):
+            return self.sagemaker_session.describe_pipeline(PipelineName)
+
+        def delete_pipeline(self, PipelineName):
+            return self.sagemaker_session.delete_pipeline(PipelineName)
+
+        def start_pipeline_execution(self, **kwargs):
+            return self.sagemaker_session.start_pipeline_execution(**kwargs)
+
+    class OfflinePipelineSession(LocalPipelineSession, PipelineSession):
+        def _initialize(self, *args, **kwargs):
+            super()._initialize(*args, **kwargs)
+            self.sagemaker_client = PipelineCalls(self)
+
+    boto_session = boto3.Session(region_name=offline_environment(region))
+    session = OfflinePipelineSession(boto_session=boto_session, disable_local_code=True,
+                                     sagemaker_config=OFFLINE_CONFIG)
+    session.config = {"local": {"local_code": True}}
+    return session
 
 
 def is_local(sagemaker_session) -> bool:
-    from sagemaker.local import LocalSession
+    from sagemaker.core.local import LocalSession
 
     return isinstance(sagemaker_session, LocalSession)
 
 
 def remove_local_containers(*targets: str, image_tag: str = "latest") -> None:
-    """SDK v2 local mode leaves its containers behind (stopped); remove those of our images."""
+    """Local mode leaves its containers behind (stopped); remove those of our images."""
     prefix = os.environ.get("IMAGE_PREFIX", "byoc")
     ids = set()
     for target in targets:
@@ -93,26 +164,26 @@ def remove_local_containers(*targets: str, image_tag: str = "latest") -> None:
         subprocess.run(["docker", "rm", "-f", *sorted(ids)], capture_output=True, check=False)
 
 
-def role(args: argparse.Namespace) -> str:
-    if args.role:
-        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/.+", args.role):
-            raise SystemExit(f"--role {args.role!r} is not an IAM role ARN "
-                             "(arn:aws:iam::<account>:role/<name>)")
-        return args.role
-    if args.local:
-        return LOCAL_ROLE
-    raise SystemExit("pass --role arn:aws:iam::<account>:role/<name> (or set SAGEMAKER_ROLE): the "
-                     "role SageMaker assumes to read your data and images (README: Run it on AWS)")
-
-
-def image_uri(target: str, args: argparse.Namespace, sagemaker_session=None) -> str:
-    """The local tag for --local, else the image pushed by build_and_push.sh to this account's ECR."""
-    name = f"{os.environ.get('IMAGE_PREFIX', 'byoc')}-{target}:{args.image_tag}"
-    if args.local:
+def image_uri(image: str, target: Launch, region: str | None = None) -> str:
+    """The local tag for --local, else the image pushed by build_and_push.sh to this account's
+    ECR. image: train, serve or serve-gpu."""
+    name = f"{os.environ.get('IMAGE_PREFIX', 'byoc')}-{image}:{target.image_tag}"
+    if target.local:
         return name
-    account = boto3.Session(region_name=args.region).client("sts").get_caller_identity()["Account"]
-    region = sagemaker_session.boto_region_name if sagemaker_session else args.region
-    return f"{account}.dkr.ecr.{region}.amazonaws.com/{name}"
+    boto_session = boto3.Session(region_name=region or target.region)
+    account = boto_session.client("sts").get_caller_identity()["Account"]
+    return f"{account}.dkr.ecr.{boto_session.region_name}.amazonaws.com/{name}"
+
+
+def unique_name(base: str) -> str:
+    """base-<time to the millisecond>, as SageMaker resource names are made (63 characters)."""
+    now = time.time()
+    return f"{base[:38]}-{time.strftime('%Y-%m-%d-%H-%M-%S', time.gmtime(now))}-{int(now * 1000) % 1000:03d}"
+
+
+def image_name(uri: str) -> str:
+    """byoc-serve of .../byoc-serve:latest: what models and jobs are named after."""
+    return uri.rsplit("/", 1)[-1].split(":")[0]
 
 
 def uri(location: str | Path, local: bool) -> str:
@@ -126,6 +197,49 @@ def uri(location: str | Path, local: bool) -> str:
     return "file://" + str(Path(text).resolve())
 
 
+def processing_input(source, destination: str, name: str):
+    """A processing job's S3 input (a pipeline variable too), copied to destination."""
+    from sagemaker.core.shapes import ProcessingInput, ProcessingS3Input
+
+    return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
+        s3_uri=source, local_path=destination, s3_data_type="S3Prefix", s3_input_mode="File"))
+
+
+def processing_output(source: str, destination, name: str):
+    """A processing job's folder source, uploaded to destination at its end."""
+    from sagemaker.core.shapes import ProcessingOutput, ProcessingS3Output
+
+    return ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(
+        s3_uri=destination, local_path=source, s3_upload_mode="EndOfJob"))
+
+
+def add_gpu_argument(parser: argparse.ArgumentParser) -> None:
+    """--gpu, one meaning everywhere: the work runs on GPUs. A model is served by the PyTorch
+    GPU image (the CPU image runs ONNX Runtime); in local mode the containers get this
+    machine's GPUs. On AWS the instance type you choose must have GPUs."""
+    parser.add_argument("--gpu", action="store_true",
+                        help="run on GPUs: the PyTorch serving image; with --local, this "
+                             "machine's GPUs (choose a GPU --instance-type on AWS)")
+
+
+def serving_image(gpu: bool) -> str:
+    return "serve-gpu" if gpu else "serve"
+
+
+GPU_INSTANCE = re.compile(r"ml\.[gp]\d")  # ml.g4dn.xlarge, ml.g5..., ml.p4d...
+
+
+def instance_type(target: Launch, gpu: bool, on_aws: str) -> str:
+    """Local mode's instance type (this machine, with its GPUs or not), or on_aws, which must
+    have GPUs when gpu is asked for."""
+    if target.local:
+        return "local_gpu" if gpu else "local"
+    if gpu and isinstance(on_aws, str) and not GPU_INSTANCE.match(on_aws):
+        raise SystemExit(f"--gpu on {on_aws}, which has no GPU: choose a GPU --instance-type "
+                         "(ml.g4dn.xlarge, ml.g5.xlarge, ...)")
+    return on_aws
+
+
 def name_values(items: list[str], flag: str) -> dict[str, str]:
     """["a=1", "b=x"] -> {"a": "1", "b": "x"}; SystemExit naming flag for an item without "="."""
     values = {}
@@ -137,6 +251,15 @@ def name_values(items: list[str], flag: str) -> dict[str, str]:
     return values
 
 
-def load_hyperparameters(path: str | None, overrides: list[str]) -> dict:
-    values = json.loads(Path(path).read_text()) if path else {}
-    return {**values, **name_values(overrides, "--hp")}
+def add_hyperparameter_arguments(parser: argparse.ArgumentParser, fixed: bool = False) -> None:
+    """--hyperparameters FILE and --hp NAME=VALUE, read by hyperparameters(). fixed: for the
+    tuner, whose search space's names are tuned."""
+    parser.add_argument("--hyperparameters", help="a JSON file of hyperparameters")
+    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
+                        help="a fixed hyperparameter (the search space's names are tuned)"
+                        if fixed else "a hyperparameter, over the file's")
+
+
+def hyperparameters(args: argparse.Namespace) -> dict:
+    values = json.loads(Path(args.hyperparameters).read_text()) if args.hyperparameters else {}
+    return {**values, **name_values(args.hp, "--hp")}

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from artifact.preprocess import FOLDER_MAX_PIXELS, IMAGE_EXTENSIONS, decode_resized
 from scripts import common
-from scripts.sagemaker_deploy import make_model
+from scripts.sagemaker_model import ModelSource, create_model
 from util.progress import track
 from util.s3 import list_s3, s3_folder, split_s3_uri
 
@@ -154,6 +154,40 @@ def join(names: list[str], results: list[dict], notes: dict[str, dict]) -> list[
     return rows
 
 
+def transform_job(name: str, model: str, inputs: str, results: str, instance_type: str,
+                  instance_count: int, max_payload_mb: int) -> dict:
+    """CreateTransformJob's request: JSON lines split by line into multi-record requests,
+    answered line by line into results."""
+    return {
+        "TransformJobName": name, "ModelName": model, "BatchStrategy": "MultiRecord",
+        "MaxPayloadInMB": max_payload_mb,
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                           "S3Uri": inputs}},
+                           "ContentType": JSONLINES, "SplitType": "Line"},
+        "TransformOutput": {"S3OutputPath": results, "Accept": JSONLINES, "AssembleWith": "Line"},
+        "TransformResources": {"InstanceType": instance_type, "InstanceCount": instance_count},
+    }
+
+
+def run_transform(sagemaker_session, request: dict, local: bool) -> None:
+    """Start the job and wait for its end (local mode's engine runs it before it returns)."""
+    client = sagemaker_session.sagemaker_client
+    client.create_transform_job(**request)
+    if local:
+        return
+    name = request["TransformJobName"]
+    while True:
+        described = client.describe_transform_job(TransformJobName=name)
+        status = described["TransformJobStatus"]
+        if status == "Completed":
+            return
+        if status in ("Failed", "Stopped"):
+            raise SystemExit(f"transform job {name} {status.lower()}: "
+                             f"{described.get('FailureReason', 'no reason given')} (its log: "
+                             f"CloudWatch /aws/sagemaker/TransformJobs)")
+        time.sleep(30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     common.add_common_arguments(parser)
@@ -166,15 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records-per-file", type=int, default=500)
     parser.add_argument("--max-payload-mb", type=int, default=6,
                         help="largest multi-record request (MaxPayloadInMB)")
-    parser.add_argument("--gpu", action="store_true")
+    common.add_gpu_argument(parser)
     args = parser.parse_args(argv)
+    target = common.launch(args)
 
-    sagemaker_session = common.session(args)
-    s3 = sagemaker_session.boto_session.client("s3") if not args.local else None
+    sagemaker_session = common.session(target)
+    s3 = sagemaker_session.boto_session.client("s3") if not target.local else None
     images = list_images(args.images, s3)
     if not images:
         raise SystemExit(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {args.images}")
-    output = common.uri(args.output, args.local)
+    output = common.uri(args.output, target.local)
     inputs, results = f"{output.rstrip('/')}/input", f"{output.rstrip('/')}/results"
     limit = args.max_payload_mb * 2**20
     with tempfile.TemporaryDirectory() as staging:
@@ -184,21 +219,19 @@ def main(argv: list[str] | None = None) -> int:
             upload(folder, inputs, s3)
     print(f"{len(images)} images packed into {inputs}")
 
-    model = make_model(args, sagemaker_session)
-    transformer = model.transformer(
-        instance_count=args.instance_count,
-        instance_type=("local_gpu" if args.gpu else "local") if args.local else args.instance_type,
-        strategy="MultiRecord", assemble_with="Line", accept=JSONLINES, output_path=results,
-        max_payload=args.max_payload_mb)
+    model = create_model(target, sagemaker_session,
+                         ModelSource(model_data=args.model_data, gpu=args.gpu))
+    request = transform_job(f"byoc-transform-{time.strftime('%Y%m%d-%H%M%S')}", model, inputs,
+                            results, common.instance_type(target, args.gpu, args.instance_type),
+                            args.instance_count, args.max_payload_mb)
     started = time.perf_counter()
     try:
-        transformer.transform(inputs, content_type=JSONLINES, split_type="Line",
-                              job_name=f"byoc-transform-{time.strftime('%Y%m%d-%H%M%S')}",
-                              wait=True, logs=False)
+        run_transform(sagemaker_session, request, target.local)
     finally:
-        if args.local:
-            common.remove_local_containers("serve-gpu" if args.gpu else "serve",
-                                           image_tag=args.image_tag)
+        sagemaker_session.sagemaker_client.delete_model(ModelName=model)
+        if target.local:
+            common.remove_local_containers(common.serving_image(args.gpu),
+                                           image_tag=target.image_tag)
     rows = join([name for name, _ in images], read_results(results, s3), notes)
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=["file", "label", "probability", "error", "note"])

@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     common.add_common_arguments(parser)
     parser.add_argument("--endpoint-name", action="append", required=True)
     args = parser.parse_args(argv)
-    sagemaker_session = common.session(args)
+    target = common.launch(args)
+    sagemaker_session = common.session(target)
     for name in args.endpoint_name:
-        for item in delete_endpoint(sagemaker_session, name, args.image_tag):
+        for item in delete_endpoint(sagemaker_session, name, target.image_tag):
             print(f"deleted {item}")
     return 0
 

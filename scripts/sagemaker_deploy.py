@@ -1,4 +1,4 @@
-"""Deploy a trained model.tar.gz on the custom serving image (SDK v2 Model) to an endpoint.
+"""Deploy a trained model.tar.gz on the custom serving image to an endpoint (SDK v3).
 
     # real-time endpoint on AWS (CPU image; --gpu for the PyTorch image on a GPU instance)
     python -m scripts.sagemaker_deploy --model-data s3://BUCKET/runs/JOB/output/model.tar.gz \
@@ -23,32 +23,42 @@ import argparse
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 from scripts import common
 from scripts.local_endpoint import wait_for_http
 from scripts.sagemaker_cleanup import backlog_alarm_name, delete_endpoint
-from scripts.sagemaker_registry import require_approved
+from scripts.sagemaker_model import METRICS_PERIOD_S, ModelSource, create_model
 
 
-def make_model(args: argparse.Namespace, sagemaker_session, env: dict | None = None):
-    from sagemaker.model import Model, ModelPackage
+@dataclass(frozen=True)
+class Instances:
+    """A real-time or asynchronous endpoint's instances, and their autoscaling (0: none)."""
+    instance_type: str = "ml.c5.xlarge"
+    instance_count: int = 1
+    autoscale_max: int = 0
+    invocations_per_instance: int = 100
 
-    from scripts.sagemaker_invoke import ImagePredictor
 
-    if getattr(args, "model_package", None):
-        # Checked here: the SDK's ModelPackage approves an unapproved version when it deploys it.
-        require_approved(sagemaker_session, args.model_package)
-        return ModelPackage(role=common.role(args), model_package_arn=args.model_package,
-                            env=env or {}, predictor_cls=ImagePredictor,
-                            sagemaker_session=sagemaker_session)
-    return Model(
-        image_uri=common.image_uri("serve-gpu" if args.gpu else "serve", args, sagemaker_session),
-        model_data=common.uri(args.model_data, args.local),
-        role=common.role(args),
-        env=env or {},
-        predictor_cls=ImagePredictor,
-        sagemaker_session=sagemaker_session,
-    )
+@dataclass(frozen=True)
+class Serverless:
+    memory_mb: int = 2048
+    max_concurrency: int = 5
+
+
+@dataclass(frozen=True)
+class Asynchronous:
+    """Results and failures under output (s3://); requests queue per instance."""
+    output: str
+    max_concurrency: int = 5
+    max_payload_mb: int = 100
+    backlog_per_instance: int = 5
+
+
+@dataclass(frozen=True)
+class Capture:
+    destination: str  # s3://
+    percent: int = 20
 
 
 def async_env(max_payload_mb: int) -> dict:
@@ -57,63 +67,81 @@ def async_env(max_payload_mb: int) -> dict:
     return {"BYOC_MAX_PAYLOAD_MB": str(max_payload_mb), "SAGEMAKER_MODEL_SERVER_TIMEOUT": "600"}
 
 
-def data_capture(args: argparse.Namespace, sagemaker_session):
+def data_capture(capture: Capture) -> dict:
     """SageMaker's data capture: a share of the requests and of the answers, written to S3 as
     JSON lines. Image bodies are stored base64 (SageMaker encodes every content type it is not
     told is CSV or JSON); JSON batches and answers are stored as JSON text."""
-    if not getattr(args, "capture", None):
-        return None
-    from sagemaker.model_monitor import DataCaptureConfig
-
     from artifact.content_types import JSON_TYPE
 
-    return DataCaptureConfig(
-        enable_capture=True, sampling_percentage=args.capture_percent,
-        destination_s3_uri=args.capture.rstrip("/"), capture_options=["REQUEST", "RESPONSE"],
-        json_content_types=[JSON_TYPE], sagemaker_session=sagemaker_session)
+    return {"EnableCapture": True, "InitialSamplingPercentage": capture.percent,
+            "DestinationS3Uri": capture.destination.rstrip("/"),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": [JSON_TYPE],
+                                         "CsvContentTypes": ["text/csv"]}}
 
 
-def deploy(args: argparse.Namespace, sagemaker_session, env: dict | None = None):
-    """Create the endpoint and return its Predictor, once /ping passes."""
-    if getattr(args, "async_output", None):
-        env = {**async_env(args.async_max_payload_mb), **(env or {})}
-    model = make_model(args, sagemaker_session, env)
-    name = args.endpoint_name or f"byoc-{time.strftime('%Y%m%d-%H%M%S')}"
-    capture = data_capture(args, sagemaker_session)
-    if getattr(args, "async_output", None):
-        from sagemaker.async_inference import AsyncInferenceConfig
+# Stated on every endpoint config: detailed observability on, published every minute (the
+# container's own /metrics path and period are in its model, scripts/sagemaker_model.py).
+METRICS_CONFIG = {"EnableDetailedObservability": True,
+                  "MetricPublishFrequencyInSeconds": METRICS_PERIOD_S}
 
-        output = args.async_output.rstrip("/")
-        predictor = model.deploy(
-            initial_instance_count=args.instance_count, instance_type=args.instance_type,
-            endpoint_name=name, wait=False, data_capture_config=capture,
-            async_inference_config=AsyncInferenceConfig(
-                output_path=f"{output}/output", failure_path=f"{output}/failures",
-                max_concurrent_invocations_per_instance=args.max_concurrency))
-    elif args.serverless:
-        from sagemaker.serverless import ServerlessInferenceConfig
 
-        predictor = model.deploy(endpoint_name=name, wait=False, serverless_inference_config=(
-            ServerlessInferenceConfig(memory_size_in_mb=args.memory_mb,
-                                      max_concurrency=args.max_concurrency)))
+def endpoint_config(name: str, model: str, target: common.Launch, source: ModelSource,
+                    instances: Instances = Instances(),
+                    serverless: Serverless | None = None,
+                    asynchronous: Asynchronous | None = None,
+                    capture: Capture | None = None) -> dict:
+    """CreateEndpointConfig's request, as SageMaker receives it (local mode: what its engine
+    takes, the variant alone)."""
+    variant = {"VariantName": "AllTraffic", "ModelName": model, "InitialVariantWeight": 1.0}
+    if serverless:
+        variant["ServerlessConfig"] = {"MemorySizeInMB": serverless.memory_mb,
+                                       "MaxConcurrency": serverless.max_concurrency}
     else:
-        instance_type = ("local_gpu" if args.gpu else "local") if args.local else args.instance_type
-        predictor = model.deploy(initial_instance_count=args.instance_count,
-                                 instance_type=instance_type, endpoint_name=name, wait=False,
-                                 data_capture_config=capture)
-    # The SDK's own wait sleeps before its first look; these look first.
-    if args.local:
+        variant.update(InstanceType=common.instance_type(target, source.gpu,
+                                                         instances.instance_type),
+                       InitialInstanceCount=instances.instance_count)
+    request = {"EndpointConfigName": name, "ProductionVariants": [variant]}
+    if target.local:
+        return request
+    request["MetricsConfig"] = dict(METRICS_CONFIG)
+    if capture:
+        request["DataCaptureConfig"] = data_capture(capture)
+    if asynchronous:
+        output = asynchronous.output.rstrip("/")
+        request["AsyncInferenceConfig"] = {
+            "OutputConfig": {"S3OutputPath": f"{output}/output",
+                             "S3FailurePath": f"{output}/failures"},
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": asynchronous.max_concurrency}}
+    return request
+
+
+def deploy(target: common.Launch, sagemaker_session, source: ModelSource, name: str | None = None,
+           instances: Instances = Instances(), serverless: Serverless | None = None,
+           asynchronous: Asynchronous | None = None, capture: Capture | None = None,
+           env: dict | None = None) -> str:
+    """Create the model, the endpoint config and the endpoint; return the endpoint's name once
+    it is in service (/ping passes, in local mode)."""
+    if asynchronous:
+        env = {**async_env(asynchronous.max_payload_mb), **(env or {})}
+    name = name or f"byoc-{time.strftime('%Y%m%d-%H%M%S')}"
+    model = create_model(target, sagemaker_session, source, env)
+    client = sagemaker_session.sagemaker_client
+    client.create_endpoint_config(**endpoint_config(
+        name, model, target, source, instances, serverless, asynchronous, capture))
+    client.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    if target.local:
         wait_for_local_endpoint(sagemaker_session)
-    else:
-        wait_in_service(sagemaker_session, name)
-    if args.autoscale_max and not args.local:
-        if getattr(args, "async_output", None):
-            autoscale_async(sagemaker_session, name, args.autoscale_max,
-                            args.backlog_per_instance)
+        return name
+    wait_in_service(sagemaker_session, name)
+    if instances.autoscale_max and not serverless:
+        if asynchronous:
+            autoscale_async(sagemaker_session, name, instances.autoscale_max,
+                            asynchronous.backlog_per_instance)
         else:
-            autoscale(sagemaker_session, name, args.instance_count, args.autoscale_max,
-                      args.invocations_per_instance)
-    return predictor
+            autoscale(sagemaker_session, name, instances.instance_count, instances.autoscale_max,
+                      instances.invocations_per_instance)
+    return name
 
 
 def wait_in_service(sagemaker_session, name: str) -> None:
@@ -200,7 +228,7 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint-name", default=None)
     parser.add_argument("--instance-type", default="ml.c5.xlarge")
     parser.add_argument("--instance-count", type=int, default=1)
-    parser.add_argument("--gpu", action="store_true", help="the PyTorch serving image (GPU instances)")
+    common.add_gpu_argument(parser)
     parser.add_argument("--serverless", action="store_true", help="a serverless endpoint (AWS only)")
     parser.add_argument("--memory-mb", type=int, default=2048,
                         help="serverless memory (1024-6144; README: which sizes fit)")
@@ -221,6 +249,21 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
                         help="s3:// prefix: record requests and answers there (data capture)")
     parser.add_argument("--capture-percent", type=int, default=20,
                         help="share of the requests that data capture records (1-100)")
+
+
+def specs(args: argparse.Namespace):
+    """The deploy flags as deploy() takes them."""
+    source = ModelSource(model_data=args.model_data, model_package=args.model_package,
+                         gpu=args.gpu)
+    instances = Instances(instance_type=args.instance_type, instance_count=args.instance_count,
+                          autoscale_max=args.autoscale_max,
+                          invocations_per_instance=args.invocations_per_instance)
+    serverless = Serverless(args.memory_mb, args.max_concurrency) if args.serverless else None
+    asynchronous = Asynchronous(args.async_output, args.max_concurrency,
+                                args.async_max_payload_mb, args.backlog_per_instance
+                                ) if args.async_output else None
+    capture = Capture(args.capture, args.capture_percent) if args.capture else None
+    return source, instances, serverless, asynchronous, capture
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,10 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_package and args.local:
         parser.error("--model-package runs on AWS (local mode has no model registry): use "
                      "--model-data with the version's model.tar.gz")
-    sagemaker_session = common.session(args)
-    predictor = deploy(args, sagemaker_session)
-    print(f"endpoint: {predictor.endpoint_name}")
-    if args.local:  # the local endpoint lives as long as this process
+    target = common.launch(args)
+    source, instances, serverless, asynchronous, capture = specs(args)
+    sagemaker_session = common.session(target)
+    name = deploy(target, sagemaker_session, source, args.endpoint_name, instances, serverless,
+                  asynchronous, capture)
+    print(f"endpoint: {name}")
+    if target.local:  # the local endpoint lives as long as this process
         print("serving in local mode; Ctrl-C (or SIGTERM) deletes the endpoint")
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -259,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not skip this
                 signal.signal(signum, signal.SIG_IGN)
-            for item in delete_endpoint(sagemaker_session, predictor.endpoint_name, args.image_tag):
+            for item in delete_endpoint(sagemaker_session, name, target.image_tag):
                 print(f"deleted {item}")
     return 0
 

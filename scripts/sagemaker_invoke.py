@@ -2,10 +2,13 @@
 
     python -m scripts.sagemaker_invoke --endpoint-name dogs photo.jpg other.png [--top-k 5]
     python -m scripts.sagemaker_invoke --endpoint-name dogs --boto3 photo.jpg
+    python -m scripts.sagemaker_invoke --endpoint-name dogs --inference-component dogs-model photo.jpg
     python -m scripts.sagemaker_invoke --endpoint-name dogs-async --async-input s3://BUCKET/async/in big.jpg
 
-The SDK's Predictor (notebook style) and boto3's sagemaker-runtime invoke_endpoint both send the
-image's raw bytes with its content type (image/jpeg, image/png) and read the JSON answer.
+SDK v3's Endpoint resource (notebook style) and boto3's sagemaker-runtime invoke_endpoint both
+send the image's raw bytes with its content type (image/jpeg, image/png) and read the JSON
+answer; an endpoint of inference components is addressed by component. In local mode both go to
+the local runtime client, which speaks to the container as SageMaker does.
 """
 from __future__ import annotations
 
@@ -16,21 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
-from sagemaker.deserializers import JSONDeserializer
-from sagemaker.predictor import Predictor
-from sagemaker.serializers import IdentitySerializer
-
 from scripts import common, local_endpoint
 from util.s3 import s3_folder, split_s3_uri
-
-
-class ImagePredictor(Predictor):
-    """Raw image bytes in (JPEG by default; pass ContentType for PNG), JSON out."""
-
-    def __init__(self, endpoint_name: str, sagemaker_session=None, **kwargs):
-        super().__init__(endpoint_name, sagemaker_session,
-                         serializer=IdentitySerializer(content_type="image/jpeg"),
-                         deserializer=JSONDeserializer(), **kwargs)
 
 
 def content_type(path: Path) -> str:
@@ -41,16 +31,29 @@ def content_type(path: Path) -> str:
     return guessed
 
 
-def with_predictor(predictor: Predictor, path: Path, top_k: int = 3) -> dict:
-    return predictor.predict(path.read_bytes(), initial_args={
-        "ContentType": content_type(path), "Accept": "application/json",
-        "CustomAttributes": f"top_k={top_k}"})
+def request(path: Path, top_k: int, component: str | None = None) -> dict:
+    """InvokeEndpoint's fields for one image, as both callers send them."""
+    fields = {"ContentType": content_type(path), "Accept": "application/json",
+              "CustomAttributes": f"top_k={top_k}", "Body": path.read_bytes()}
+    if component:
+        fields["InferenceComponentName"] = component
+    return fields
 
 
-def with_boto3(runtime_client, endpoint_name: str, path: Path, top_k: int = 3) -> dict:
-    response = runtime_client.invoke_endpoint(
-        EndpointName=endpoint_name, ContentType=content_type(path), Accept="application/json",
-        CustomAttributes=f"top_k={top_k}", Body=path.read_bytes())
+def with_endpoint(endpoint, path: Path, top_k: int = 3, component: str | None = None) -> dict:
+    """Through SDK v3's Endpoint resource (sagemaker.core.resources.Endpoint)."""
+    from sagemaker.core.utils.utils import pascal_to_snake
+
+    fields = {pascal_to_snake(name): value for name, value in request(path, top_k, component).items()}
+    body = endpoint.invoke(**fields).body
+    return json.loads(body.read() if hasattr(body, "read") else body)
+
+
+def with_boto3(runtime_client, endpoint_name: str, path: Path, top_k: int = 3,
+               component: str | None = None) -> dict:
+    """Through boto3's sagemaker-runtime client (or local mode's, which takes the same call)."""
+    response = runtime_client.invoke_endpoint(EndpointName=endpoint_name,
+                                              **request(path, top_k, component))
     return json.loads(response["Body"].read())
 
 
@@ -93,24 +96,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     common.add_common_arguments(parser)
     parser.add_argument("--endpoint-name", required=True)
+    parser.add_argument("--inference-component", default=None,
+                        help="the endpoint's inference component to ask (sagemaker_deploy "
+                             "--inference-component)")
     parser.add_argument("--boto3", action="store_true", help="call invoke_endpoint with boto3")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--async-input", default=None, metavar="S3_PREFIX",
                         help="an asynchronous endpoint: upload each image here and wait for its answer")
     parser.add_argument("images", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    sagemaker_session = common.session(args)
+    if args.async_input and args.inference_component:
+        parser.error("--async-input and --inference-component: asynchronous endpoints have no "
+                     "inference components")
+    target = common.launch(args)
+    sagemaker_session = common.session(target)
+    runtime = sagemaker_session.sagemaker_runtime_client
     for path in args.images:
         if args.async_input:
-            session = sagemaker_session.boto_session
-            answer = with_async(sagemaker_session.sagemaker_runtime_client, session.client("s3"),
+            answer = with_async(runtime, sagemaker_session.boto_session.client("s3"),
                                 args.endpoint_name, path, args.async_input, args.top_k)
-        elif args.boto3:
-            answer = with_boto3(sagemaker_session.sagemaker_runtime_client, args.endpoint_name,
-                                path, args.top_k)
+        elif args.boto3 or target.local:
+            answer = with_boto3(runtime, args.endpoint_name, path, args.top_k,
+                                args.inference_component)
         else:
-            answer = with_predictor(ImagePredictor(args.endpoint_name, sagemaker_session), path,
-                                    args.top_k)
+            from sagemaker.core.resources import Endpoint
+
+            endpoint = Endpoint.get(args.endpoint_name, session=sagemaker_session.boto_session)
+            answer = with_endpoint(endpoint, path, args.top_k, args.inference_component)
         show(path, answer)
     return 0
 

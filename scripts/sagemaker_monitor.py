@@ -79,22 +79,21 @@ def drift_pipeline(session, *, name: str, endpoint: str, image_uri: str, role: s
     """The Pipeline object (nothing is sent until upsert). On AWS the step reads the capture
     straight from S3, only the window's hour folders; in local mode it gets the capture as an
     input."""
-    from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
-    from sagemaker.workflow.execution_variables import ExecutionVariables
-    from sagemaker.workflow.functions import Join
-    from sagemaker.workflow.parameters import ParameterString
-    from sagemaker.workflow.pipeline import Pipeline
-    from sagemaker.workflow.steps import ProcessingStep
+    from sagemaker.core.processing import Processor
+    from sagemaker.core.workflow.execution_variables import ExecutionVariables
+    from sagemaker.core.workflow.functions import Join
+    from sagemaker.core.workflow.parameters import ParameterString
+    from sagemaker.mlops.workflow.pipeline import Pipeline
+    from sagemaker.mlops.workflow.steps import ProcessingStep
 
     window_end = ParameterString("WindowEnd", default_value="")  # "": the execution's start
     processor = Processor(
         role=role, image_uri=image_uri, instance_count=1, instance_type=instance_type,
         entrypoint=["python", "-m", "monitor.run"], base_job_name="byoc-image-drift",
         max_runtime_in_seconds=max_runtime_s, sagemaker_session=session)
-    inputs = [ProcessingInput(source=model_data, destination=MODEL, input_name="model")]
+    inputs = [common.processing_input(model_data, MODEL, "model")]
     if local:
-        inputs.append(ProcessingInput(source=capture, destination=CAPTURE_COPY,
-                                      input_name="capture"))
+        inputs.append(common.processing_input(capture, CAPTURE_COPY, "capture"))
     arguments = [
         "--capture", CAPTURE_COPY if local else capture, "--model", MODEL, "--out", OUTPUT,
         # One string each: local mode renders the start time as a number otherwise.
@@ -106,26 +105,26 @@ def drift_pipeline(session, *, name: str, endpoint: str, image_uri: str, role: s
     ]
     step = ProcessingStep(name=STEP, step_args=processor.run(
         inputs=inputs, arguments=arguments,
-        outputs=[ProcessingOutput(output_name="drift", source=OUTPUT, destination=Join(
-            on="/", values=[output.rstrip("/"), ExecutionVariables.PIPELINE_EXECUTION_ID]))]))
+        outputs=[common.processing_output(OUTPUT, Join(on="/", values=[
+            output.rstrip("/"), ExecutionVariables.PIPELINE_EXECUTION_ID]), "drift")]))
     return Pipeline(name=name, parameters=[window_end], steps=[step], sagemaker_session=session)
 
 
-def create_pipeline(args: argparse.Namespace, session) -> str:
+def create_pipeline(args: argparse.Namespace, target: common.Launch, session) -> str:
     """Upsert the pipeline, schedule it, and add the violations alarm when asked for."""
-    from sagemaker.workflow.triggers import PipelineSchedule
+    from sagemaker.mlops.workflow.triggers import PipelineSchedule
 
     model_data, capture = served_model(session, args.endpoint_name)
     name = schedule_name(args.endpoint_name)
     pipeline = drift_pipeline(
         common.pipeline_session(False, session.boto_region_name), name=name, endpoint=args.endpoint_name,
-        image_uri=common.image_uri("train", args, session), role=common.role(args),
-        instance_type=args.instance_type, model_data=args.model_data or model_data,
+        image_uri=common.image_uri("train", target, session.boto_region_name),
+        role=common.role(target), instance_type=args.instance_type, model_data=args.model_data or model_data,
         capture=f"{capture['DestinationS3Uri'].rstrip('/')}/{args.endpoint_name}",
         output=args.output, period=args.schedule, max_runtime_s=args.max_runtime_s)
-    pipeline.upsert(role_arn=common.role(args))
+    pipeline.upsert(role_arn=common.role(target))
     pipeline.put_triggers(triggers=[PipelineSchedule(name=name, cron=CRON[args.schedule])],
-                          role_arn=args.scheduler_role or common.role(args))
+                          role_arn=args.scheduler_role or common.role(target))
     if args.alarm_topic:
         period = {"hourly": 3600, "daily": 86400}[args.schedule]
         session.boto_session.client("cloudwatch").put_metric_alarm(
@@ -141,15 +140,16 @@ def create_pipeline(args: argparse.Namespace, session) -> str:
     return name
 
 
-def create_model_monitor(args: argparse.Namespace, sagemaker_session) -> str:
+def create_model_monitor(args: argparse.Namespace, target: common.Launch, sagemaker_session) -> str:
     """The same monitor as a Model Monitor custom monitoring schedule (existing customers)."""
-    from sagemaker.model_monitor import (CronExpressionGenerator, EndpointInput, ModelMonitor,
-                                         MonitoringOutput)
+    from sagemaker.core.model_monitor import (CronExpressionGenerator, EndpointInput, ModelMonitor,
+                                              MonitoringOutput)
 
     model_data, _ = served_model(sagemaker_session, args.endpoint_name)
     model_data = args.model_data or model_data
     monitor = ModelMonitor(
-        role=common.role(args), image_uri=common.image_uri("train", args, sagemaker_session),
+        role=common.role(target),
+        image_uri=common.image_uri("train", target, sagemaker_session.boto_region_name),
         instance_count=1, instance_type=args.instance_type,
         entrypoint=["python", "-m", "monitor.run"],
         # as the SDK's DefaultModelMonitor does with enable_cloudwatch_metrics (its default)
@@ -217,16 +217,18 @@ def delete_drift_monitor(sagemaker_session, endpoint: str) -> list[str]:
 
 
 def run_local(args: argparse.Namespace) -> int:
-    """The pipeline, executed by the SDK's LocalPipelineSession on this machine's Docker."""
+    """The pipeline, executed by SDK v3's local executor on this machine's Docker."""
+    target = common.launch(args)
     session = common.pipeline_session(True, args.region)
     name = schedule_name(args.endpoint_name)
     pipeline = drift_pipeline(
         session, name=name, endpoint=args.endpoint_name,
-        image_uri=common.image_uri("train", args), role=common.role(args), instance_type="local",
+        image_uri=common.image_uri("train", target), role=common.role(target),
+        instance_type="local",
         model_data=common.uri(args.model_data, True), capture=common.uri(args.capture, True),
         output=common.uri(args.output, True), period=args.schedule,
         max_runtime_s=args.max_runtime_s, local=True)
-    pipeline.create(role_arn=common.role(args))
+    pipeline.create(role_arn=common.role(target))
     parameters = common.name_values(args.param, "--param")
     unknown = set(parameters) - {"WindowEnd"}
     if unknown:
@@ -288,12 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         if len(schedule_name(args.endpoint_name)) > 64:
             parser.error(f"endpoint name {args.endpoint_name!r} is too long: the schedule "
                          f"{schedule_name(args.endpoint_name)!r} may have 64 characters")
-    sagemaker_session = common.session(args)
+    target = common.launch(args)
+    sagemaker_session = common.session(target)
     if args.command == "create":
         if args.model_monitor:
-            print(f"monitoring schedule: {create_model_monitor(args, sagemaker_session)}")
+            print(f"monitoring schedule: {create_model_monitor(args, target, sagemaker_session)}")
         else:
-            name = create_pipeline(args, sagemaker_session)
+            name = create_pipeline(args, target, sagemaker_session)
             print(f"pipeline and EventBridge schedule: {name}")
     else:
         deleted = delete_drift_monitor(sagemaker_session, args.endpoint_name)

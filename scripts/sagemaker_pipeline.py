@@ -1,4 +1,4 @@
-"""A SageMaker Pipeline (SDK v2 sagemaker.workflow): train, evaluate, and register the model
+"""A SageMaker Pipeline (SDK v3 sagemaker.mlops.workflow): train, evaluate, and register the model
 only when its test top-1 reaches a threshold.
 
     Train     the training image on <data>/train, valid, test (a training job)
@@ -30,37 +30,66 @@ import json
 import sys
 import time
 
-from scripts import common
-from scripts.sagemaker_registry import register_arguments
-from scripts.sagemaker_train import (add_sagemaker_debugging_arguments, checked_hyperparameters,
-                                     estimator)
+from scripts import common, sagemaker_train
+from scripts.sagemaker_model import ModelSource, serving_container
+from scripts.sagemaker_registry import package_arguments
 
 ACCURACY = "multiclass_classification_metrics.accuracy.value"  # in evaluation.json
 STEPS = ("Train", "Evaluate", "CheckAccuracy")
 
 
+class RegisteredModel:
+    """What SDK v3's ModelStep asks of the model it registers: the PipelineSession it was
+    registered under (the request itself is create_model_package_from_containers's)."""
+
+    def __init__(self, sagemaker_session):
+        self.sagemaker_session = sagemaker_session
+
+
+def register_step_arguments(session, container: dict, group: str, gpu: bool, evaluation_uri,
+                            description: str):
+    """The Register step's arguments: CreateModelPackage as the registry script sends it,
+    captured by the PipelineSession instead of sent."""
+    from sagemaker.core.model_registry import create_model_package_from_containers
+
+    session.init_model_step_arguments(RegisteredModel(session))
+    create_model_package_from_containers(session, **package_arguments(
+        container, group, gpu, evaluation_uri, description))
+    arguments, session.context = session.context, None
+    return arguments
+
+
+def create_model_step_arguments(session, container: dict, role: str):
+    """The local passing branch's CreateModel request, captured by the PipelineSession."""
+    session.init_model_step_arguments(RegisteredModel(session))
+    session._intercept_create_request(
+        {"ModelName": "byoc-pipeline-model", "ExecutionRoleArn": role,
+         "PrimaryContainer": container}, None, "create_model")
+    arguments, session.context = session.context, None
+    return arguments
+
+
 def build(args: argparse.Namespace, session):
     """The Pipeline object; nothing is sent until upsert or create."""
-    from sagemaker.model import Model
-    from sagemaker.inputs import TrainingInput
-    from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
-    from sagemaker.workflow.condition_step import ConditionStep
-    from sagemaker.workflow.conditions import ConditionGreaterThanOrEqualTo
-    from sagemaker.workflow.execution_variables import ExecutionVariables
-    from sagemaker.workflow.fail_step import FailStep
-    from sagemaker.workflow.functions import Join, JsonGet
-    from sagemaker.workflow.model_step import ModelStep
-    from sagemaker.workflow.parameters import ParameterFloat, ParameterString
-    from sagemaker.workflow.pipeline import Pipeline
-    from sagemaker.workflow.properties import PropertyFile
-    from sagemaker.workflow.steps import ProcessingStep, TrainingStep
+    from sagemaker.core.processing import Processor
+    from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
+    from sagemaker.core.workflow.execution_variables import ExecutionVariables
+    from sagemaker.core.workflow.functions import Join, JsonGet
+    from sagemaker.core.workflow.parameters import ParameterFloat, ParameterString
+    from sagemaker.core.workflow.properties import PropertyFile
+    from sagemaker.mlops.workflow.condition_step import ConditionStep
+    from sagemaker.mlops.workflow.fail_step import FailStep
+    from sagemaker.mlops.workflow.model_step import ModelStep
+    from sagemaker.mlops.workflow.pipeline import Pipeline
+    from sagemaker.mlops.workflow.steps import ProcessingStep, TrainingStep
 
-    hyperparameters = common.load_hyperparameters(args.hyperparameters, args.hp)
-    checked_hyperparameters(hyperparameters)  # a bad name or value fails before anything runs
+    target = common.launch(args)
+    hyperparameters = common.hyperparameters(args)
+    sagemaker_train.checked_hyperparameters(hyperparameters)  # fails before anything runs
     data = ParameterString("InputData", default_value=args.data.rstrip("/"))
-    if args.local:  # this machine's Docker: no instance types to choose
+    if target.local:  # this machine's Docker: no instance types to choose
         instance_types = []
-        train_type, eval_type = ("local_gpu" if args.gpu else "local"), "local"
+        train_type, eval_type = args.instance_type, "local"
     else:
         train_type = ParameterString("TrainingInstanceType", default_value=args.instance_type)
         eval_type = ParameterString("ProcessingInstanceType",
@@ -71,39 +100,46 @@ def build(args: argparse.Namespace, session):
                      for name, value in hyperparameters.items()}
     output = args.output.rstrip("/")
     run_folder = Join(on="/", values=[output, ExecutionVariables.PIPELINE_EXECUTION_ID])
-    role = common.role(args)
+    role = common.role(target)
+    region = session.boto_region_name
 
-    # estimator() picks the local instance type itself under --local.
-    job_args = argparse.Namespace(**{**vars(args), "instance_type": train_type})
-    trainer = estimator(job_args, session, hp_parameters,
-                        checkpoints=Join(on="/", values=[run_folder, "checkpoints", ""]))
-    channels = {name: TrainingInput(Join(on="/", values=[data, name]))
-                for name in ("train", "valid", "test")}
-    train = TrainingStep(name="Train", step_args=trainer.fit(channels))
+    # trainer() picks the local instance type itself under --local.
+    resources = sagemaker_train.TrainingCompute(
+        instance_type=train_type, instance_count=args.instance_count, gpu=args.gpu,
+        spot=args.spot, max_run_s=args.max_run_s)
+    trainer = sagemaker_train.trainer(
+        target, session, output=output, hyperparameters=hp_parameters, resources=resources,
+        services=sagemaker_train.closed_services(args),
+        checkpoints=Join(on="/", values=[run_folder, "checkpoints", ""]))
+    channels = {name: Join(on="/", values=[data, name]) for name in ("train", "valid", "test")}
+    train = TrainingStep(name="Train",
+                         step_args=trainer.train(sagemaker_train.input_data(channels)))
     model_data = train.properties.ModelArtifacts.S3ModelArtifacts
 
     evaluator = Processor(
-        role=role, image_uri=common.image_uri("train", args, session), instance_count=1,
+        role=role, image_uri=common.image_uri("train", target, region), instance_count=1,
         instance_type=eval_type, entrypoint=["python", "-m", "train.evaluate"],
         base_job_name="byoc-evaluate", sagemaker_session=session)
     evaluation = PropertyFile(name="Evaluation", output_name="evaluation", path="evaluation.json")
     evaluation_folder = Join(on="/", values=[run_folder, "evaluation"])
     evaluate = ProcessingStep(name="Evaluate", property_files=[evaluation], step_args=evaluator.run(
-        inputs=[ProcessingInput(source=model_data, destination="/opt/ml/processing/model"),
-                ProcessingInput(source=Join(on="/", values=[data, "test"]),
-                                destination="/opt/ml/processing/test")],
-        outputs=[ProcessingOutput(output_name="evaluation", source="/opt/ml/processing/evaluation",
-                                  destination=evaluation_folder)]))
+        inputs=[common.processing_input(model_data, "/opt/ml/processing/model", "model"),
+                common.processing_input(Join(on="/", values=[data, "test"]), "/opt/ml/processing/test",
+                                 "test")],
+        outputs=[common.processing_output("/opt/ml/processing/evaluation", evaluation_folder,
+                                   "evaluation")]))
     accuracy = JsonGet(step_name=evaluate.name, property_file=evaluation, json_path=ACCURACY)
 
-    model = Model(image_uri=common.image_uri("serve-gpu" if args.gpu else "serve", args, session),
-                  model_data=model_data, role=role, sagemaker_session=session)
-    if args.local:  # local pipelines have no model registry: the passing branch makes the model
-        passed = ModelStep(name="CreateModel", step_args=model.create(instance_type="local"))
+    container = {**serving_container(target, ModelSource(model_data="s3://", gpu=args.gpu),
+                                     region), "ModelDataUrl": model_data}
+    if target.local:  # local pipelines have no model registry: the passing branch makes the model
+        passed = ModelStep(name="CreateModel",
+                           step_args=create_model_step_arguments(session, container, role))
     else:
-        passed = ModelStep(name="Register", step_args=model.register(**register_arguments(
-            args.group, args.gpu, Join(on="/", values=[evaluation_folder, "evaluation.json"]),
-            description=f"pipeline {args.name}")))
+        passed = ModelStep(name="Register", step_args=register_step_arguments(
+            session, container, args.group, args.gpu,
+            Join(on="/", values=[evaluation_folder, "evaluation.json"]),
+            f"pipeline {args.name}"))
     failed = FailStep(name="AccuracyTooLow", error_message=Join(
         on=" ", values=["test top-1", accuracy, "is below AccuracyThreshold", threshold]))
     check = ConditionStep(
@@ -142,7 +178,7 @@ def run_local(args: argparse.Namespace) -> int:
     """The whole pipeline in local mode, to its end; 0 when the model passed the threshold."""
     session = common.pipeline_session(args.local, args.region)
     pipeline = build(args, session)
-    pipeline.create(role_arn=common.role(args))
+    pipeline.create(role_arn=common.role(common.launch(args)))
     declared = {p.name: p.parameter_type.python_type for p in pipeline.parameters}
     values = {}
     # Local pipelines take typed values.
@@ -161,8 +197,7 @@ def run_local(args: argparse.Namespace) -> int:
     steps = execution.list_steps()["PipelineExecutionSteps"]
     for row in step_rows(steps):
         print(row)
-    # A ModelStep's step is named after it and its request: CreateModel-CreateModel.
-    made = [s for s in steps if s["StepName"].startswith("CreateModel")]
+    made = [s for s in steps if s["StepName"] == "CreateModel"]
     return 0 if made and made[0].get("StepStatus") == "Succeeded" else 1
 
 
@@ -183,16 +218,11 @@ def main(argv: list[str] | None = None) -> int:
                              help="model package group to register in")
         command.add_argument("--threshold", type=float, default=0.8,
                              help="AccuracyThreshold's default: the test top-1 to register")
-        command.add_argument("--hyperparameters", help="a JSON file of hyperparameters")
-        command.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
-        command.add_argument("--instance-type", default="ml.g4dn.xlarge")
+        common.add_hyperparameter_arguments(command)
+        sagemaker_train.add_compute_arguments(command)
         command.add_argument("--processing-instance-type", default="ml.m5.xlarge")
-        command.add_argument("--instance-count", type=int, default=1)
-        command.add_argument("--gpu", action="store_true", help="the GPU serving image")
-        command.add_argument("--spot", action="store_true", help="managed spot training")
-        command.add_argument("--max-run-s", type=int, default=24 * 3600)
         command.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
-        add_sagemaker_debugging_arguments(command)
+        sagemaker_train.add_sagemaker_debugging_arguments(command)
         define.append(name)
     start = commands.add_parser("start", help="start an execution")
     start.add_argument("--name", default="byoc-image-classifier")
@@ -217,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "definition":
         print(json.dumps(json.loads(build(args, session).definition()), indent=2))
     elif args.command == "upsert":
-        result = build(args, session).upsert(role_arn=common.role(args))
+        result = build(args, session).upsert(role_arn=common.role(common.launch(args)))
         print(f"pipeline: {result['PipelineArn']}")
     elif args.command == "start":
         started = session.sagemaker_client.start_pipeline_execution(

@@ -19,42 +19,45 @@ import sys
 
 from artifact.content_types import REQUEST_TYPES, RESPONSE_TYPES
 from scripts import common
+from scripts.sagemaker_model import APPROVED, PENDING, REJECTED, ModelSource, serving_container
 from util.s3 import split_s3_uri
 
-PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
 CPU_INSTANCES = ["ml.c6i.xlarge", "ml.c6i.2xlarge", "ml.c7i.xlarge", "ml.m6i.xlarge",
                  "ml.c5.xlarge"]
 GPU_INSTANCES = ["ml.g5.xlarge", "ml.g6.xlarge", "ml.g4dn.xlarge"]
 
 
-def model_metrics(evaluation_uri):
+def model_metrics(evaluation_uri) -> dict:
     """The registry's record of the model's quality: the evaluation.json on S3 (its
     multiclass_classification_metrics block is SageMaker's Model Quality format)."""
-    from sagemaker.model_metrics import MetricsSource, ModelMetrics
-
-    return ModelMetrics(model_statistics=MetricsSource(content_type="application/json",
-                                                       s3_uri=evaluation_uri))
+    return {"ModelQuality": {"Statistics": {"ContentType": "application/json",
+                                            "S3Uri": evaluation_uri}}}
 
 
-def register_arguments(group, gpu: bool = False, evaluation_uri=None,
-                       description: str | None = None) -> dict:
-    """Model.register()'s arguments, shared by the register command and the pipeline's step."""
+def package_arguments(container: dict, group, gpu: bool = False, evaluation_uri=None,
+                      description: str | None = None) -> dict:
+    """SDK v3's create_model_package_from_containers arguments, shared by the register command
+    and the pipeline's Register step (where the model data and the evaluation are pipeline
+    properties)."""
     instances = GPU_INSTANCES if gpu else CPU_INSTANCES
     return dict(
-        content_types=list(REQUEST_TYPES), response_types=list(RESPONSE_TYPES),
-        inference_instances=instances, transform_instances=instances,
-        model_package_group_name=group, approval_status=PENDING, description=description,
+        containers=[container], content_types=list(REQUEST_TYPES),
+        response_types=list(RESPONSE_TYPES), inference_instances=instances,
+        transform_instances=instances, model_package_group_name=group, approval_status=PENDING,
+        description=description,
         model_metrics=model_metrics(evaluation_uri) if evaluation_uri is not None else None,
         domain="COMPUTER_VISION", task="IMAGE_CLASSIFICATION")
 
 
-def register(args: argparse.Namespace, sagemaker_session) -> str:
-    from scripts.sagemaker_deploy import make_model
+def register(target: common.Launch, sagemaker_session, source: ModelSource, group: str,
+             evaluation_uri: str | None = None) -> str:
+    """A new PendingManualApproval version of the group (made when missing); its ARN."""
+    from sagemaker.core.model_registry import create_model_package_from_containers
 
-    model = make_model(args, sagemaker_session)
-    package = model.register(**register_arguments(
-        args.group, args.gpu, args.metrics, f"model.tar.gz {args.model_data}"))
-    return package.model_package_arn
+    container = serving_container(target, source, sagemaker_session.boto_region_name)
+    package = create_model_package_from_containers(sagemaker_session, **package_arguments(
+        container, group, source.gpu, evaluation_uri, f"model.tar.gz {source.model_data}"))
+    return package["ModelPackageArn"]
 
 
 def versions(sagemaker_session, group: str) -> list[dict]:
@@ -96,21 +99,6 @@ def set_status(sagemaker_session, arn: str, status: str, note: str | None) -> No
     sagemaker_session.sagemaker_client.update_model_package(**request)
 
 
-def require_approved(sagemaker_session, arn: str) -> dict:
-    """The version's description; SystemExit saying what to do when it is not approved."""
-    client = sagemaker_session.sagemaker_client
-    try:
-        described = client.describe_model_package(ModelPackageName=arn)
-    except client.exceptions.ClientError as e:
-        raise SystemExit(f"model package {arn}: {e.response['Error']['Message']}") from None
-    status = described.get("ModelApprovalStatus")
-    if status != APPROVED:
-        raise SystemExit(
-            f"model package {arn} is {status}, not Approved: only an approved version is "
-            f"deployed (python -m scripts.sagemaker_registry approve {arn})")
-    return described
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     common.add_common_arguments(parser)
@@ -119,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--group", required=True, help="model package group (made when missing)")
     add.add_argument("--model-data", required=True, help="the training job's s3:// model.tar.gz")
     add.add_argument("--metrics", help="s3:// evaluation.json to record as the model's quality")
-    add.add_argument("--gpu", action="store_true", help="the PyTorch serving image, GPU instances")
+    common.add_gpu_argument(add)
     listing = commands.add_parser("list", help="the group's versions, newest first")
     listing.add_argument("--group", required=True)
     for name in ("approve", "reject"):
@@ -130,9 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.local:
         parser.error("the model registry runs on AWS only (SageMaker local mode has none)")
-    sagemaker_session = common.session(args)
+    target = common.launch(args)
+    sagemaker_session = common.session(target)
     if args.command == "register":
-        print(f"registered: {register(args, sagemaker_session)} ({PENDING})")
+        arn = register(target, sagemaker_session,
+                       ModelSource(model_data=args.model_data, gpu=args.gpu), args.group,
+                       args.metrics)
+        print(f"registered: {arn} ({PENDING})")
     elif args.command == "list":
         rows = versions(sagemaker_session, args.group)
         if not rows:

@@ -1,5 +1,5 @@
-"""Run a SageMaker hyperparameter tuning job over tune/search_space.json (SDK v2 HyperparameterTuner
-around the same Estimator as scripts/sagemaker_train.py).
+"""Run a SageMaker hyperparameter tuning job over tune/search_space.json (SDK v3 HyperparameterTuner
+around the same ModelTrainer as scripts/sagemaker_train.py).
 
     python -m scripts.sagemaker_tune --data s3://BUCKET/dogs --output s3://BUCKET/tuning \
         --role arn:aws:iam::ACCOUNT:role/SageMakerRole --max-jobs 20 --max-parallel-jobs 2 \
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
@@ -22,36 +23,55 @@ from train.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC, OBJECTIVE_TYPE
 from tune import space as search_space
 
 
-def tuner(args: argparse.Namespace, sagemaker_session, hyperparameters: dict):
-    from sagemaker.tuner import (HyperbandStrategyConfig, HyperparameterTuner, StrategyConfig,
-                                 WarmStartConfig, WarmStartTypes)
+@dataclass(frozen=True)
+class Search:
+    """What the tuning job searches, and how (--space, --strategy, --max-jobs, ...)."""
+    space: str
+    strategy: str = "Bayesian"
+    max_jobs: int = 20
+    max_parallel_jobs: int = 2
+    warm_start_from: str | None = None
 
-    ranges = search_space.sagemaker_ranges(search_space.load(args.space))
+
+def tuner(target: common.Launch, sagemaker_session, search: Search, *, output: str,
+          hyperparameters: dict, resources: sagemaker_train.TrainingCompute, job_name: str):
+    from sagemaker.core.shapes import (HyperbandStrategyConfig,
+                                       HyperParameterTuningJobStrategyConfig,
+                                       HyperParameterTuningJobWarmStartConfig,
+                                       ParentHyperParameterTuningJob)
+    from sagemaker.train.tuner import HyperparameterTuner
+
+    ranges = search_space.sagemaker_ranges(search_space.load(search.space))
     fixed = {k: v for k, v in hyperparameters.items() if k not in ranges}
     extra = {}
-    if args.strategy == "Hyperband":  # stops weak jobs early by epochs: needs the per-epoch metric
+    if search.strategy == "Hyperband":  # stops weak jobs early by epochs: the per-epoch metric
         epochs = int(fixed.get("epochs", 10))
-        extra["strategy_config"] = StrategyConfig(hyperband_strategy_config=HyperbandStrategyConfig(
-            min_resource=1, max_resource=epochs))
-    if args.warm_start_from:
-        extra["warm_start_config"] = WarmStartConfig(
-            WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM, parents={args.warm_start_from})
+        extra["strategy_config"] = HyperParameterTuningJobStrategyConfig(
+            hyperband_strategy_config=HyperbandStrategyConfig(min_resource=1,
+                                                              max_resource=epochs))
+    if search.warm_start_from:
+        extra["warm_start_config"] = HyperParameterTuningJobWarmStartConfig(
+            warm_start_type="IdenticalDataAndAlgorithm",
+            parent_hyper_parameter_tuning_jobs=[ParentHyperParameterTuningJob(
+                hyper_parameter_tuning_job_name=search.warm_start_from)])
     # The trials share one checkpoint prefix (a tuning job has one training job definition); the
     # training container keeps each trial's checkpoint in a folder named after the trial's job.
-    checkpoints = sagemaker_train.checkpoint_uri(args.output, args.job_name)
+    trainer = sagemaker_train.trainer(
+        target, sagemaker_session, output=output, hyperparameters=fixed, resources=resources,
+        checkpoints=sagemaker_train.checkpoint_uri(output, job_name))
     return HyperparameterTuner(
-        estimator=sagemaker_train.estimator(args, sagemaker_session, fixed, checkpoints),
+        model_trainer=trainer,
         objective_metric_name=OBJECTIVE_METRIC,
         objective_type=OBJECTIVE_TYPE,
-        # The tuner does not take these from the estimator: without them SageMaker cannot read
+        # The tuner does not take these from the trainer: without them SageMaker cannot read
         # the objective from a custom image's log.
         metric_definitions=METRIC_DEFINITIONS,
         hyperparameter_ranges=ranges,
-        strategy=args.strategy,
-        max_jobs=args.max_jobs,
-        max_parallel_jobs=args.max_parallel_jobs,
+        strategy=search.strategy,
+        max_jobs=search.max_jobs,
+        max_parallel_jobs=search.max_parallel_jobs,
         # Hyperband does its own early stopping; the others use SageMaker's median rule.
-        early_stopping_type="Off" if args.strategy == "Hyperband" else "Auto",
+        early_stopping_type="Off" if search.strategy == "Hyperband" else "Auto",
         base_tuning_job_name="byoc-tune",
         **extra,
     )
@@ -82,37 +102,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="s3:// prefix with train/ valid/ [test/]")
     parser.add_argument("--output", required=True, help="s3:// prefix for the jobs' models")
     parser.add_argument("--space", default=search_space.DEFAULT_SPACE, help="search space JSON")
-    parser.add_argument("--hyperparameters", help="a JSON file of fixed hyperparameters")
-    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
-                        help="a fixed hyperparameter (the search space's names are tuned)")
+    common.add_hyperparameter_arguments(parser, fixed=True)
     parser.add_argument("--strategy", choices=("Bayesian", "Random", "Hyperband"), default="Bayesian")
     parser.add_argument("--max-jobs", type=int, default=20)
     parser.add_argument("--max-parallel-jobs", type=int, default=2)
     parser.add_argument("--warm-start-from", help="a finished tuning job to learn from")
-    parser.add_argument("--instance-type", default="ml.g4dn.xlarge")
-    parser.add_argument("--instance-count", type=int, default=1)
-    parser.add_argument("--spot", action="store_true", help="managed spot training")
-    parser.add_argument("--max-run-s", type=int, default=4 * 3600)
+    sagemaker_train.add_compute_arguments(parser, max_run_s=4 * 3600)
     parser.add_argument("--no-wait", action="store_true", help="start the tuning job and return")
     parser.add_argument("--job-name", default=f"byoc-tune-{time.strftime('%y%m%d-%H%M%S')}",
                         help="at most 32 characters")
     sagemaker_train.add_test_channel_argument(parser)
-    sagemaker_train.add_sagemaker_debugging_arguments(parser)
     args = parser.parse_args(argv)
-    if args.local:
+    target = common.launch(args)
+    if target.local:
         parser.error("SageMaker's tuner does not run in local mode: use python -m tune.local")
-    args.gpu = False
 
-    sagemaker_session = common.session(args)
-    hyperparameters = common.load_hyperparameters(args.hyperparameters, args.hp)
-    job = tuner(args, sagemaker_session, hyperparameters)
+    sagemaker_session = common.session(target)
+    search = Search(space=args.space, strategy=args.strategy, max_jobs=args.max_jobs,
+                    max_parallel_jobs=args.max_parallel_jobs,
+                    warm_start_from=args.warm_start_from)
+    job = tuner(target, sagemaker_session, search, output=args.output,
+                hyperparameters=common.hyperparameters(args),
+                resources=sagemaker_train.compute(args), job_name=args.job_name)
     inputs = sagemaker_train.channels(args.data, False, sagemaker_session.boto_session.client("s3"),
                                       args.test_channel)
-    job.fit(inputs, job_name=args.job_name, wait=not args.no_wait)
-    name = job.latest_tuning_job.name
-    print(f"tuning job: {name}")
+    job.tune(sagemaker_train.input_data(inputs), job_name=args.job_name, wait=not args.no_wait)
+    print(f"tuning job: {args.job_name}")
     if not args.no_wait:
-        report(sagemaker_session, name)
+        report(sagemaker_session, args.job_name)
     return 0
 
 

@@ -75,8 +75,8 @@ def load(path: str | Path = DEFAULT_SPACE) -> list[Parameter]:
 
 
 def sagemaker_ranges(space: list[Parameter]) -> dict:
-    """The SDK v2 HyperparameterTuner's hyperparameter_ranges."""
-    from sagemaker.tuner import CategoricalParameter, ContinuousParameter, IntegerParameter
+    """SageMaker HyperparameterTuner's hyperparameter_ranges (SDK v3)."""
+    from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
 
     ranges = {}
     for p in space:

@@ -1,4 +1,4 @@
-"""scripts/sagemaker_pipeline.py run --local: the SDK's LocalPipelineSession runs the training
+"""scripts/sagemaker_pipeline.py run --local: SDK v3's local executor runs the training
 job and the evaluation processing job on the real images, reads evaluation.json from S3 (moto's,
 through AWS_ENDPOINT_URL_S3) for the condition, and takes both branches."""
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_a_good_model_passes_the_condition_and_a_poor_one_fails_naming_it(local_
     out = capsys.readouterr().out
     for step in ("Train", "Evaluate", "CheckAccuracy"):
         assert f"{step:<16} Succeeded" in out, out
-    assert "CreateModel-CreateModel Succeeded" in out, out
+    assert f"{'CreateModel':<16} Succeeded" in out, out
     [evaluation] = evaluations(local_s3)
     accuracy = evaluation["multiclass_classification_metrics"]["accuracy"]["value"]
     assert accuracy >= 0.5 and evaluation["images"] == 60

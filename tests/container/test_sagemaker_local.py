@@ -1,9 +1,9 @@
-"""The launch scripts in SageMaker local mode (SDK v2, docker-compose): train on two instances,
-deploy, predict a JPEG and a PNG with the SDK's Predictor and with boto3, delete the endpoint,
-run a batch transform over a folder of images, and leave no containers behind."""
+"""The launch scripts in SageMaker local mode (SDK v3, docker compose): train on two instances
+with ModelTrainer's local container mode, deploy and predict a JPEG and a PNG through v3's local
+engine, delete the endpoint, run a batch transform over a folder of images, and leave no
+containers behind."""
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -16,6 +16,7 @@ import pytest
 from scripts import (common, sagemaker_batch_transform, sagemaker_cleanup, sagemaker_deploy,
                      sagemaker_invoke, sagemaker_train)
 from scripts.local_endpoint import free_port
+from scripts.sagemaker_model import ModelSource
 from tests.conftest import ROOT
 
 
@@ -56,29 +57,27 @@ def test_train_on_two_instances_deploy_predict_and_delete(local_mode, demo_data,
         assert {"manifest.json", "model.safetensors", "model.onnx"} <= set(archive.getnames())
     assert our_containers() == []  # the two training containers are gone
 
-    args = argparse.Namespace(
-        local=True, region=None, role=None, image_tag="latest", model_data=str(model_data),
-        endpoint_name="byoc-test-local", instance_type="local", instance_count=1, gpu=False,
-        serverless=False, memory_mb=0, max_concurrency=0, autoscale_max=0,
-        invocations_per_instance=100)
     session = common.local_session()
-    predictor = sagemaker_deploy.deploy(args, session)
+    target = common.Launch(local=True)
+    name = sagemaker_deploy.deploy(target, session, ModelSource(model_data=str(model_data)),
+                                   "byoc-test-local")
     try:
         jpeg = sorted(demo_data.glob("test/*/*.jpg"))[0]
         png = sorted(demo_data.glob("test/*/*.png"))[0]
-        by_sdk = sagemaker_invoke.with_predictor(predictor, png, top_k=4)
-        by_boto3 = sagemaker_invoke.with_boto3(session.sagemaker_runtime_client,
-                                               "byoc-test-local", jpeg)
-        # The seed's own call shapes, unchanged.
-        seed_sdk = predictor.predict(png.read_bytes(), initial_args={"ContentType": "image/png"})
+        runtime = session.sagemaker_runtime_client
+        by_script = sagemaker_invoke.with_boto3(runtime, name, png, top_k=4)
+        by_jpeg = sagemaker_invoke.with_boto3(runtime, name, jpeg)
+        # The seed's own call shape, unchanged: the content type alone.
+        seed = json.loads(runtime.invoke_endpoint(EndpointName=name, ContentType="image/png",
+                                                  Body=png.read_bytes())["Body"].read())
     finally:
-        deleted = sagemaker_cleanup.delete_endpoint(session, "byoc-test-local")
+        deleted = sagemaker_cleanup.delete_endpoint(session, name)
     int8 = json.load(tarfile.open(model_data).extractfile("manifest.json"))["precisions"]["int8"]
-    assert by_sdk["model"] == {"name": "demo-shapes", "version": job_name,
+    assert by_script["model"] == {"name": "demo-shapes", "version": job_name,
                                "architecture": "resnet18", "backend": "onnx",
                                "precision": "int8" if int8["passed"] else "fp32"}
-    assert len(by_sdk["predictions"]) == 4 and len(by_boto3["predictions"]) == 3
-    assert seed_sdk["predictions"] == by_sdk["predictions"][:3]
+    assert len(by_script["predictions"]) == 4 and len(by_jpeg["predictions"]) == 3
+    assert seed["predictions"] == by_script["predictions"][:3]
     assert deleted[:2] == ["endpoint byoc-test-local", "endpoint config byoc-test-local"]
     assert deleted[2].startswith("model byoc-test-serve")
     assert our_containers() == []

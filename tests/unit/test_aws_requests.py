@@ -170,22 +170,22 @@ def test_a_local_path_needs_local_mode(aws):
     with pytest.raises(SystemExit, match="upload it to S3 first"):
         common.uri("demo_data/train", local=False)
     with pytest.raises(SystemExit, match="not an IAM role ARN"):
-        common.role(argparse.Namespace(role="SageMakerRole", local=False))
+        common.launch(argparse.Namespace(role="SageMakerRole", local=False, region=None,
+                                         image_tag="latest"))
 
 
-def deploy_args(**overrides) -> argparse.Namespace:
-    values = dict(local=False, region=REGION, role=ROLE, image_tag="latest",
-                  model_data="s3://data/runs/job/output/model.tar.gz", endpoint_name="dogs",
-                  instance_type="ml.c5.xlarge", instance_count=1, gpu=False, serverless=False,
-                  memory_mb=3072, max_concurrency=5, autoscale_max=4, invocations_per_instance=100,
-                  async_output=None, async_max_payload_mb=100, backlog_per_instance=5,
-                  model_package=None, capture=None, capture_percent=20)
-    return argparse.Namespace(**{**values, **overrides})
+TARGET = common.Launch(region=REGION, role=ROLE)
+MODEL_DATA = "s3://data/runs/job/output/model.tar.gz"
+
+
+def deploy(*argv: str):
+    """sagemaker_deploy's command line on the trained model; the session that cleans up."""
+    assert sagemaker_deploy.main(["--model-data", MODEL_DATA, "--role", ROLE, *argv]) == 0
+    return common.session(TARGET)
 
 
 def test_endpoint_with_autoscaling_and_its_cleanup(aws):
-    session = common.session(deploy_args())
-    sagemaker_deploy.deploy(deploy_args(), session)
+    session = deploy("--endpoint-name", "dogs", "--autoscale-max", "4")
     sm = aws.client("sagemaker")
     config_name = sm.describe_endpoint(EndpointName="dogs")["EndpointConfigName"]
     variant = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][0]
@@ -209,11 +209,8 @@ def test_endpoint_with_autoscaling_and_its_cleanup(aws):
 
 
 def test_gpu_and_serverless_endpoints(aws):
-    session = common.session(deploy_args())
-    sagemaker_deploy.deploy(deploy_args(endpoint_name="dogs-gpu", gpu=True, autoscale_max=0,
-                                        instance_type="ml.g4dn.xlarge"), session)
-    sagemaker_deploy.deploy(deploy_args(endpoint_name="dogs-serverless", serverless=True,
-                                        autoscale_max=0), session)
+    session = deploy("--endpoint-name", "dogs-gpu", "--gpu", "--instance-type", "ml.g4dn.xlarge")
+    deploy("--endpoint-name", "dogs-serverless", "--serverless", "--memory-mb", "3072")
     sm = aws.client("sagemaker")
     images = {}
     for name in ("dogs-gpu", "dogs-serverless"):
@@ -231,10 +228,8 @@ def test_gpu_and_serverless_endpoints(aws):
 def test_asynchronous_endpoint_request(aws, sent):
     """Asynchronous inference: results and failures to S3, and the server's limits raised to what
     async accepts (moto keeps no AsyncInferenceConfig: the request itself is checked)."""
-    args = deploy_args(endpoint_name="dogs-async", autoscale_max=0, max_concurrency=4,
-                       async_output="s3://data/async/", async_max_payload_mb=200)
-    session = common.session(args)
-    sagemaker_deploy.deploy(args, session)
+    session = deploy("--endpoint-name", "dogs-async", "--max-concurrency", "4",
+                     "--async-output", "s3://data/async/", "--async-max-payload-mb", "200")
     [config] = sent["CreateEndpointConfig"]
     assert config["AsyncInferenceConfig"] == {
         "OutputConfig": {"S3OutputPath": "s3://data/async/output",
@@ -248,10 +243,8 @@ def test_asynchronous_endpoint_request(aws, sent):
 
 
 def test_an_asynchronous_endpoint_scales_to_zero_and_back_on_its_queue(aws):
-    args = deploy_args(endpoint_name="dogs-queue", autoscale_max=3, backlog_per_instance=4,
-                       async_output="s3://data/async/")
-    session = common.session(args)
-    sagemaker_deploy.deploy(args, session)
+    session = deploy("--endpoint-name", "dogs-queue", "--autoscale-max", "3",
+                     "--backlog-per-instance", "4", "--async-output", "s3://data/async/")
     autoscaling, cloudwatch = aws.client("application-autoscaling"), aws.client("cloudwatch")
     resource = "endpoint/dogs-queue/variant/AllTraffic"
     [target] = autoscaling.describe_scalable_targets(
@@ -353,7 +346,7 @@ def test_the_tuning_report_reads_the_job_back(aws, sent, capsys):
 
     sagemaker_tune.main(["--data", "s3://data/dogs", "--output", "s3://data/tuning", "--role", ROLE,
                          "--no-wait", "--job-name", "byoc-tune-report"])
-    session = common.session(argparse.Namespace(local=False, region=REGION))
+    session = common.session(TARGET)
     sagemaker_tune.report(session, "byoc-tune-report")
     printed = capsys.readouterr().out
     # moto answers a made-up best job (and no such training job): the report shows what it has.
@@ -368,10 +361,8 @@ def test_the_tuning_report_reads_the_job_back(aws, sent, capsys):
 def test_data_capture_records_requests_and_answers(aws, sent):
     """The endpoint config SageMaker receives: both directions, the share, the prefix, and JSON
     declared as JSON (images are then stored base64, the format the drift monitor reads)."""
-    args = deploy_args(endpoint_name="dogs-captured", autoscale_max=0,
-                       capture="s3://data/capture/", capture_percent=35)
-    session = common.session(args)
-    sagemaker_deploy.deploy(args, session)
+    session = deploy("--endpoint-name", "dogs-captured", "--capture", "s3://data/capture/",
+                     "--capture-percent", "35")
     [config] = sent["CreateEndpointConfig"]
     capture = config["DataCaptureConfig"]
     assert capture["EnableCapture"] is True and capture["InitialSamplingPercentage"] == 35
@@ -514,9 +505,7 @@ def test_the_drift_monitor_is_a_scheduled_pipeline_by_default(aws, sent, capsys)
     sent, and what moto then holds."""
     from scripts import sagemaker_monitor
 
-    args = deploy_args(endpoint_name="dogs-drift", autoscale_max=0, capture="s3://data/capture/")
-    session = common.session(args)
-    sagemaker_deploy.deploy(args, session)
+    session = deploy("--endpoint-name", "dogs-drift", "--capture", "s3://data/capture/")
     topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:drift"
     assert sagemaker_monitor.main(["--role", ROLE, "create", "--endpoint-name", "dogs-drift",
                                    "--output", "s3://data/monitoring/", "--alarm-topic", topic]) == 0
@@ -612,9 +601,7 @@ def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(
     stand-in)."""
     from scripts import sagemaker_monitor
 
-    args = deploy_args(endpoint_name="dogs-watched", autoscale_max=0, capture="s3://data/capture")
-    session = common.session(args)
-    sagemaker_deploy.deploy(args, session)
+    session = deploy("--endpoint-name", "dogs-watched", "--capture", "s3://data/capture")
     sent.answers["CreateMonitoringSchedule"] = {
         "MonitoringScheduleArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:monitoring-schedule/x"}
     assert sagemaker_monitor.main(["--role", ROLE, "create", "--endpoint-name", "dogs-watched",
@@ -644,7 +631,7 @@ def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(
     assert quiet["MonitoringJobDefinition"]["Environment"]["publish_cloudwatch_metrics"] == (
         "Disabled")
 
-    sagemaker_deploy.deploy(deploy_args(endpoint_name="dogs-blind", autoscale_max=0), session)
+    deploy("--endpoint-name", "dogs-blind")
     with pytest.raises(SystemExit, match="dogs-blind captures no traffic"):
         sagemaker_monitor.main(["--role", ROLE, "create", "--endpoint-name", "dogs-blind",
                                 "--output", "s3://data/monitoring"])

@@ -8,7 +8,7 @@ import json
 import boto3
 import pytest
 from botocore.stub import Stubber
-from sagemaker.local.local_session import LocalSagemakerRuntimeClient
+from sagemaker.core.local.local_session import LocalSagemakerRuntimeClient
 
 from scripts import lambda_handler
 from tests.conftest import MOTO_REGION as REGION

@@ -89,28 +89,35 @@ def test_the_table_covers_every_hyperparameter():
 
 
 def sdk_v3(value) -> str:
-    """SDK v3 (ModelTrainer, sagemaker.train.utils.safe_serialize): strings as they are, JSON for
-    the rest. v3 cannot be installed beside v2, so this is its rule restated."""
-    return value if isinstance(value, str) else json.dumps(value)
+    """SDK v3's own serialization (ModelTrainer): strings as they are, JSON for the rest."""
+    from sagemaker.train.utils import safe_serialize
+
+    return safe_serialize(value)
+
+
+def sdk_v2(value) -> str:
+    """SDK v2 (Estimator): str() of each value. v2 cannot be installed beside v3, so this is its
+    rule restated; tests/container/test_sdk_v2_local.py drives the images with v2 itself."""
+    return str(value)
 
 
 @pytest.fixture
-def sdk_v2_request(aws, tmp_path, monkeypatch):
-    """HyperParameters exactly as SDK v2 sends them in CreateTrainingJob, from the launch script
+def sdk_v3_request(aws, tmp_path, monkeypatch):
+    """HyperParameters exactly as SDK v3 sends them in CreateTrainingJob, from the launch script
     given DOCUMENTED as its --hyperparameters file (captured on its way to moto)."""
-    from scripts import common, sagemaker_train
+    from botocore.client import BaseClient
+
+    from scripts import sagemaker_train
 
     sent = []
-    real_session = common.session
+    real_call = BaseClient._make_api_call
 
-    def recording_session(args):
-        session = real_session(args)
-        session.sagemaker_client.meta.events.register(
-            "provide-client-params.sagemaker.CreateTrainingJob",
-            lambda params, **_: sent.append(params["HyperParameters"]))
-        return session
+    def recording_call(client, operation_name, params):
+        if operation_name == "CreateTrainingJob":
+            sent.append(params["HyperParameters"])
+        return real_call(client, operation_name, params)
 
-    monkeypatch.setattr(common, "session", recording_session)
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording_call)
     hp_file = tmp_path / "hp.json"
     hp_file.write_text(json.dumps(DOCUMENTED))
     sagemaker_train.main(["--data", "s3://data/dogs", "--output", "s3://data/runs", "--role",
@@ -122,10 +129,11 @@ def sdk_v2_request(aws, tmp_path, monkeypatch):
 
 FORMS = {
     "sdk v3": lambda: {k: sdk_v3(v) for k, v in DOCUMENTED.items()},
+    "sdk v2": lambda: {k: sdk_v2(v) for k, v in DOCUMENTED.items()},
     # v2's framework estimators, and anyone writing hyperparameters.json by hand
     "all JSON": lambda: {k: json.dumps(v) for k, v in DOCUMENTED.items()},
     # the README's --hp rule_parameters='{"overfit": ...}': a JSON text, sent as a string
-    "rules as text, v2": lambda: {**{k: str(v) for k, v in DOCUMENTED.items()},
+    "rules as text, v2": lambda: {**{k: sdk_v2(v) for k, v in DOCUMENTED.items()},
                                   "rule_parameters": json.dumps(DOCUMENTED["rule_parameters"])},
     "rules as text, v3": lambda: {**{k: sdk_v3(v) for k, v in DOCUMENTED.items()}, "rule_parameters":
                                   json.dumps(json.dumps(DOCUMENTED["rule_parameters"]))},
@@ -139,9 +147,9 @@ def typed_config_in_job(tmp_path, hyperparameters: dict) -> dict:
     return json.loads(in_job(tmp_path, PRINT_CONFIG))
 
 
-def test_sdk_v2_request_reaches_the_config_intact(sdk_v2_request, tmp_path):
-    assert sdk_v2_request["rule_parameters"] == str(DOCUMENTED["rule_parameters"])  # a repr
-    assert typed_config_in_job(tmp_path, sdk_v2_request) == DOCUMENTED
+def test_the_launch_scripts_request_reaches_the_config_intact(sdk_v3_request, tmp_path):
+    assert sdk_v3_request["rule_parameters"] == json.dumps(DOCUMENTED["rule_parameters"])
+    assert typed_config_in_job(tmp_path, sdk_v3_request) == DOCUMENTED
 
 
 @pytest.mark.parametrize("form", FORMS)

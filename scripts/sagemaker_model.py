@@ -1,0 +1,76 @@
+"""The SageMaker Model that an endpoint, a batch transform or the registry is made from: the
+serving image on a model.tar.gz, or an approved version of the model registry.
+
+One module of its own, below sagemaker_deploy, sagemaker_batch_transform and sagemaker_registry,
+which all make models.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scripts import common
+
+PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
+# The container's Prometheus text, which SageMaker scrapes on 8080 every 60 s (serve/metrics.py).
+METRICS_PATH = "/metrics"
+METRICS_PERIOD_S = 60
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What is served: a model.tar.gz (s3://, or a file in local mode) on the CPU or GPU
+    serving image, or an approved model package."""
+    model_data: str | None = None
+    model_package: str | None = None
+    gpu: bool = False
+
+
+def require_approved(sagemaker_client, arn: str) -> dict:
+    """The version's description; SystemExit saying what to do when it is not approved."""
+    try:
+        described = sagemaker_client.describe_model_package(ModelPackageName=arn)
+    except sagemaker_client.exceptions.ClientError as e:
+        raise SystemExit(f"model package {arn}: {e.response['Error']['Message']}") from None
+    status = described.get("ModelApprovalStatus")
+    if status != APPROVED:
+        raise SystemExit(
+            f"model package {arn} is {status}, not Approved: only an approved version is "
+            f"deployed (python -m scripts.sagemaker_registry approve {arn})")
+    return described
+
+
+def serving_container(target: common.Launch, source: ModelSource, region: str | None = None,
+                      env: dict | None = None) -> dict:
+    """The serving image on a model.tar.gz: a model's container, or a model package's."""
+    container = {"Image": common.image_uri(common.serving_image(source.gpu), target, region),
+                 "ModelDataUrl": common.uri(source.model_data, target.local),
+                 "Environment": dict(env or {})}
+    return container
+
+
+# Where SageMaker scrapes the container's metrics (its default, stated).
+CONTAINER_METRICS = {"MetricsEndpoints": [{"MetricsEndpointPath": METRICS_PATH,
+                                           "MetricPublishFrequencyInSeconds": METRICS_PERIOD_S}]}
+
+
+def create_model(target: common.Launch, sagemaker_session, source: ModelSource,
+                 env: dict | None = None, name: str | None = None) -> str:
+    """CreateModel; returns the model's name. An unapproved package is refused first."""
+    client = sagemaker_session.sagemaker_client
+    request = {"ExecutionRoleArn": common.role(target)}
+    if source.model_package:
+        require_approved(client, source.model_package)
+        container = {"ModelPackageName": source.model_package}
+        if env:
+            container["Environment"] = dict(env)
+        request["Containers"] = [container]
+        base = "byoc-package"
+    else:
+        container = serving_container(target, source, sagemaker_session.boto_region_name, env)
+        if not target.local:  # local mode's engine takes the image, the data and the env
+            container["ContainerMetricsConfig"] = CONTAINER_METRICS
+        request["PrimaryContainer"] = container
+        base = common.image_name(container["Image"])
+    request["ModelName"] = name or common.unique_name(base)
+    client.create_model(**request)
+    return request["ModelName"]
