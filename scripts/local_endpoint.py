@@ -22,6 +22,8 @@ from pathlib import Path
 
 import requests
 
+from artifact.content_types import ANY_IMAGE_TYPE, JSON_TYPE
+
 
 def free_port() -> int:
     """A TCP port nothing listens on now, for a container or server started next."""
@@ -78,7 +80,7 @@ def wait_until_healthy(url: str, container: str, timeout: float = 240) -> float:
 
 def content_type(path: Path) -> str:
     guessed = mimetypes.guess_type(path.name)[0]
-    return guessed if guessed and guessed.startswith("image/") else "application/x-image"
+    return guessed if guessed and guessed.startswith("image/") else ANY_IMAGE_TYPE
 
 
 def classify(url: str, path: Path, top_k: int = 3) -> tuple[dict, float]:
@@ -86,7 +88,7 @@ def classify(url: str, path: Path, top_k: int = 3) -> tuple[dict, float]:
     started = time.perf_counter()
     response = requests.post(
         f"{url}/invocations", data=path.read_bytes(), timeout=60,
-        headers={"Content-Type": content_type(path), "Accept": "application/json",
+        headers={"Content-Type": content_type(path), "Accept": JSON_TYPE,
                  "X-Amzn-SageMaker-Custom-Attributes": f"top_k={top_k}"})
     elapsed = time.perf_counter() - started
     if response.status_code != 200:

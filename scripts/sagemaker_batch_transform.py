@@ -28,13 +28,13 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from artifact.content_types import JSONLINES_TYPE
 from artifact.preprocess import FOLDER_MAX_PIXELS, IMAGE_EXTENSIONS, decode_resized
 from scripts import common
 from scripts.sagemaker_model import ModelSource, create_model
 from util.progress import track
 from util.s3 import list_s3, s3_folder, split_s3_uri
 
-JSONLINES = "application/jsonlines"
 SHRUNK_SHORTER_SIDE = 1024  # a downscaled photo's shorter side: 4x a 256-pixel model input
 RECORD_OVERHEAD = 4096  # bytes of a record besides its base64: the JSON, its id, the newline
 
@@ -163,8 +163,8 @@ def transform_job(name: str, model: str, inputs: str, results: str, instance_typ
         "MaxPayloadInMB": max_payload_mb,
         "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
                                                            "S3Uri": inputs}},
-                           "ContentType": JSONLINES, "SplitType": "Line"},
-        "TransformOutput": {"S3OutputPath": results, "Accept": JSONLINES, "AssembleWith": "Line"},
+                           "ContentType": JSONLINES_TYPE, "SplitType": "Line"},
+        "TransformOutput": {"S3OutputPath": results, "Accept": JSONLINES_TYPE, "AssembleWith": "Line"},
         "TransformResources": {"InstanceType": instance_type, "InstanceCount": instance_count},
     }
 

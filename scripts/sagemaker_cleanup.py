@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from botocore.exceptions import ClientError
 
@@ -21,8 +22,57 @@ def backlog_alarm_name(endpoint: str) -> str:
     return f"{endpoint}-has-backlog-without-capacity"
 
 
+def from_zero_alarm_name(component: str) -> str:
+    """The CloudWatch alarm that adds an inference component's first copy back from zero."""
+    return f"{component}-no-capacity"
+
+
+def delete_components(sagemaker_session, endpoint: str, timeout_s: float = 1200) -> tuple[list, list]:
+    """The endpoint's inference components, each with its autoscaling and alarm, deleted and
+    waited for (SageMaker refuses to delete an endpoint that still hosts one). Returns (what it
+    deleted, the components' models)."""
+    client = sagemaker_session.sagemaker_client
+    autoscaling = sagemaker_session.boto_session.client("application-autoscaling")
+    cloudwatch = sagemaker_session.boto_session.client("cloudwatch")
+    names = [c["InferenceComponentName"] for c in client.list_inference_components(
+        EndpointNameEquals=endpoint)["InferenceComponents"]]
+    deleted, models = [], []
+    for name in names:
+        described = client.describe_inference_component(InferenceComponentName=name)
+        models.append(described["Specification"]["ModelName"])
+        resource = f"inference-component/{name}"
+        try:
+            autoscaling.deregister_scalable_target(
+                ServiceNamespace="sagemaker", ResourceId=resource,
+                ScalableDimension="sagemaker:inference-component:DesiredCopyCount")
+            deleted.append(f"scalable target {resource}")
+        except ClientError:  # it had no autoscaling
+            pass
+        alarm = from_zero_alarm_name(name)
+        if cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"]:
+            cloudwatch.delete_alarms(AlarmNames=[alarm])
+            deleted.append(f"alarm {alarm}")
+        client.delete_inference_component(InferenceComponentName=name)
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while True:
+            try:
+                client.describe_inference_component(InferenceComponentName=name)
+            except ClientError as e:
+                if e.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+                    break
+                raise
+            if time.monotonic() > deadline:
+                raise SystemExit(f"inference component {name} is still being deleted after "
+                                 f"{timeout_s:.0f} s: run this again later")
+            time.sleep(10)
+        deleted.append(f"inference component {name}")
+    return deleted, models
+
+
 def delete_endpoint(sagemaker_session, name: str, image_tag: str = "latest") -> list[str]:
-    """Deletes the endpoint, its config and its models; returns what it deleted."""
+    """Deletes the endpoint, its inference components, its config and its models; returns what
+    it deleted."""
     client = sagemaker_session.sagemaker_client
     deleted = []
     try:
@@ -30,9 +80,13 @@ def delete_endpoint(sagemaker_session, name: str, image_tag: str = "latest") -> 
     except ClientError as e:
         raise SystemExit(f"no endpoint {name!r}: {e.response['Error']['Message']}") from None
     config = client.describe_endpoint_config(EndpointConfigName=config_name)
-    models = [variant["ModelName"] for variant in config["ProductionVariants"]]
+    models = [variant["ModelName"] for variant in config["ProductionVariants"]
+              if variant.get("ModelName")]
     if not common.is_local(sagemaker_session):
         deleted += delete_drift_monitor(sagemaker_session, name)
+        components, component_models = delete_components(sagemaker_session, name)
+        deleted += components
+        models += component_models
         autoscaling = sagemaker_session.boto_session.client("application-autoscaling")
         for variant in config["ProductionVariants"]:
             resource = f"endpoint/{name}/variant/{variant['VariantName']}"

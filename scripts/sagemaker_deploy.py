@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from scripts import common
 from scripts.local_endpoint import wait_for_http
-from scripts.sagemaker_cleanup import backlog_alarm_name, delete_endpoint
+from scripts.sagemaker_cleanup import backlog_alarm_name, delete_endpoint, from_zero_alarm_name
 from scripts.sagemaker_model import METRICS_PERIOD_S, ModelSource, create_model
 
 
@@ -56,6 +56,19 @@ class Asynchronous:
 
 
 @dataclass(frozen=True)
+class Component:
+    """An inference component (the hosting path AWS recommends): copies of the model on
+    instances that SageMaker adds and removes itself (managed instance scaling). min_copies 0:
+    scales to zero instances when idle."""
+    name: str
+    copies: int = 1
+    min_copies: int = 1
+    max_copies: int = 1
+    cpu_cores: float = 1
+    copy_target: float = 5  # concurrent requests per copy that autoscaling aims at
+
+
+@dataclass(frozen=True)
 class Capture:
     destination: str  # s3://
     percent: int = 20
@@ -71,13 +84,13 @@ def data_capture(capture: Capture) -> dict:
     """SageMaker's data capture: a share of the requests and of the answers, written to S3 as
     JSON lines. Image bodies are stored base64 (SageMaker encodes every content type it is not
     told is CSV or JSON); JSON batches and answers are stored as JSON text."""
-    from artifact.content_types import JSON_TYPE
+    from artifact.content_types import CSV_TYPE, JSON_TYPE
 
     return {"EnableCapture": True, "InitialSamplingPercentage": capture.percent,
             "DestinationS3Uri": capture.destination.rstrip("/"),
             "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
             "CaptureContentTypeHeader": {"JsonContentTypes": [JSON_TYPE],
-                                         "CsvContentTypes": ["text/csv"]}}
+                                         "CsvContentTypes": [CSV_TYPE]}}
 
 
 # Stated on every endpoint config: detailed observability on, published every minute (the
@@ -114,6 +127,120 @@ def endpoint_config(name: str, model: str, target: common.Launch, source: ModelS
                              "S3FailurePath": f"{output}/failures"},
             "ClientConfig": {"MaxConcurrentInvocationsPerInstance": asynchronous.max_concurrency}}
     return request
+
+
+SERVER_MEMORY_MB = 128  # gunicorn and its worker besides the model (70 MiB idle, measured)
+
+
+def component_requirements(model_data: str, gpu: bool, cpu_cores: float, s3=None) -> dict:
+    """What one copy needs, from the serving image's own estimate (serve/models.py) of the
+    memory the model holds once loaded, on the model.tar.gz (local, or s3:// fetched here)."""
+    import math
+    import tempfile
+    from pathlib import Path
+
+    from artifact.manifest import unpacked
+    from serve.models import estimated_memory
+    from util.s3 import split_s3_uri
+
+    with tempfile.TemporaryDirectory() as work:
+        archive = model_data
+        if model_data.startswith("s3://"):
+            bucket, key = split_s3_uri(model_data)
+            archive = str(Path(work) / "model.tar.gz")
+            s3.download_file(bucket, key, archive)
+        model_bytes = estimated_memory(unpacked(archive, work), "torch" if gpu else "onnx",
+                                       threads=max(1, math.floor(cpu_cores)))
+    requirements = {"NumberOfCpuCoresRequired": cpu_cores,
+                    "MinMemoryRequiredInMb": math.ceil(model_bytes / 2**20) + SERVER_MEMORY_MB}
+    if gpu:
+        requirements["NumberOfAcceleratorDevicesRequired"] = 1
+    return requirements
+
+
+def component_endpoint_config(name: str, target: common.Launch, source: ModelSource,
+                              instances: Instances, component: Component) -> dict:
+    """An endpoint config for inference components: no model on the variant, instances that
+    SageMaker scales itself (from zero when the component may have no copy)."""
+    most = max(instances.instance_count, instances.autoscale_max or instances.instance_count)
+    variant = {"VariantName": "AllTraffic",
+               "InstanceType": common.instance_type(target, source.gpu, instances.instance_type),
+               "InitialInstanceCount": instances.instance_count,
+               "ManagedInstanceScaling": {
+                   "Status": "ENABLED", "MaxInstanceCount": most,
+                   "MinInstanceCount": 0 if component.min_copies == 0 else 1},
+               "RoutingConfig": {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}}
+    return {"EndpointConfigName": name, "ProductionVariants": [variant],
+            "ExecutionRoleArn": common.role(target), "MetricsConfig": dict(METRICS_CONFIG)}
+
+
+def deploy_component(target: common.Launch, sagemaker_session, source: ModelSource, name: str,
+                     instances: Instances, component: Component) -> str:
+    """The endpoint, then the component on it with its copies and their autoscaling."""
+    client = sagemaker_session.sagemaker_client
+    requirements = component_requirements(source.model_data, source.gpu, component.cpu_cores,
+                                           sagemaker_session.boto_session.client("s3"))
+    model = create_model(target, sagemaker_session, source)
+    client.create_endpoint_config(**component_endpoint_config(name, target, source, instances,
+                                                              component))
+    client.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    wait_in_service(sagemaker_session, name)
+    client.create_inference_component(
+        InferenceComponentName=component.name, EndpointName=name, VariantName="AllTraffic",
+        Specification={"ModelName": model, "ComputeResourceRequirements": requirements},
+        RuntimeConfig={"CopyCount": component.copies})
+    wait_component(sagemaker_session, component.name)
+    if component.max_copies > component.min_copies or component.min_copies == 0:
+        autoscale_component(sagemaker_session, component)
+    return name
+
+
+def wait_component(sagemaker_session, name: str, poll_s: float = 15, timeout_s: float = 2400) -> None:
+    client = sagemaker_session.sagemaker_client
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = client.describe_inference_component(InferenceComponentName=name)
+        status = described["InferenceComponentStatus"]
+        if status == "InService":
+            return
+        if status == "Failed" or time.monotonic() > deadline:
+            raise SystemExit(f"inference component {name} is {status}: "
+                             f"{described.get('FailureReason', 'no reason given')}")
+        time.sleep(poll_s)
+
+
+def autoscale_component(sagemaker_session, component: Component) -> None:
+    """Copies between min_copies and max_copies on concurrent requests per copy; at zero copies
+    (and so zero instances) nothing is left to measure, so a step policy alarmed on
+    NoCapacityInvocationFailures adds the first copy back, as AWS documents scale to zero."""
+    client = sagemaker_session.boto_session.client("application-autoscaling")
+    target = {"ServiceNamespace": "sagemaker",
+              "ResourceId": f"inference-component/{component.name}",
+              "ScalableDimension": "sagemaker:inference-component:DesiredCopyCount"}
+    client.register_scalable_target(**target, MinCapacity=component.min_copies,
+                                    MaxCapacity=component.max_copies)
+    client.put_scaling_policy(
+        **target, PolicyName=f"{component.name}-concurrency", PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": float(component.copy_target),
+            "PredefinedMetricSpecification": {"PredefinedMetricType":
+                "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution"},
+            "ScaleInCooldown": 300, "ScaleOutCooldown": 60})
+    if component.min_copies > 0:
+        return
+    from_zero = client.put_scaling_policy(
+        **target, PolicyName=f"{component.name}-from-zero", PolicyType="StepScaling",
+        StepScalingPolicyConfiguration={
+            "AdjustmentType": "ChangeInCapacity", "MetricAggregationType": "Maximum",
+            "Cooldown": 60, "StepAdjustments": [{"MetricIntervalLowerBound": 0,
+                                                 "ScalingAdjustment": 1}]})
+    sagemaker_session.boto_session.client("cloudwatch").put_metric_alarm(
+        AlarmName=from_zero_alarm_name(component.name), MetricName="NoCapacityInvocationFailures",
+        Namespace="AWS/SageMaker", Statistic="Maximum", Period=30, EvaluationPeriods=1,
+        Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
+        TreatMissingData="missing",
+        Dimensions=[{"Name": "InferenceComponentName", "Value": component.name}],
+        AlarmActions=[from_zero["PolicyARN"]])
 
 
 def deploy(target: common.Launch, sagemaker_session, source: ModelSource, name: str | None = None,
@@ -245,6 +372,18 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
                         help="autoscaling target, per instance per minute")
     parser.add_argument("--backlog-per-instance", type=int, default=5,
                         help="asynchronous autoscaling target: queued requests per instance")
+    parser.add_argument("--inference-component", default=None, metavar="NAME",
+                        help="host the model as an inference component of this name, on "
+                             "instances SageMaker scales itself (AWS only)")
+    parser.add_argument("--copies", type=int, default=None,
+                        help="with --inference-component: copies of the model at first (1)")
+    parser.add_argument("--min-copies", type=int, default=None,
+                        help="with --inference-component: fewest copies (0: scale to zero "
+                             "instances when idle; the first request after waits minutes)")
+    parser.add_argument("--max-copies", type=int, default=None,
+                        help="with --inference-component: most copies (autoscaled between)")
+    parser.add_argument("--cpu-cores", type=float, default=None,
+                        help="with --inference-component: CPU cores per copy (1)")
     parser.add_argument("--capture", default=None,
                         help="s3:// prefix: record requests and answers there (data capture)")
     parser.add_argument("--capture-percent", type=int, default=20,
@@ -263,7 +402,42 @@ def specs(args: argparse.Namespace):
                                 args.async_max_payload_mb, args.backlog_per_instance
                                 ) if args.async_output else None
     capture = Capture(args.capture, args.capture_percent) if args.capture else None
-    return source, instances, serverless, asynchronous, capture
+    component = None
+    if args.inference_component:
+        copies = 1 if args.copies is None else args.copies
+        minimum = min(copies, 1) if args.min_copies is None else args.min_copies
+        component = Component(
+            name=args.inference_component, copies=copies, min_copies=minimum,
+            max_copies=max(copies, minimum) if args.max_copies is None else args.max_copies,
+            cpu_cores=1 if args.cpu_cores is None else args.cpu_cores)
+    return source, instances, serverless, asynchronous, capture, component
+
+
+def check_component_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The inference-component flags go together, on AWS, on a model.tar.gz."""
+    given = [flag for flag, value in (("--copies", args.copies), ("--min-copies", args.min_copies),
+                                      ("--max-copies", args.max_copies),
+                                      ("--cpu-cores", args.cpu_cores)) if value is not None]
+    if not args.inference_component:
+        if given:
+            parser.error(f"{' and '.join(given)} without --inference-component: they set the "
+                         "component's copies (add --inference-component NAME)")
+        return
+    if args.local or args.serverless or args.async_output:
+        parser.error("--inference-component runs on AWS, on instances (not with --local, "
+                     "--serverless or --async-output)")
+    if args.model_package:
+        parser.error("--inference-component takes --model-data (the copies' memory is "
+                     "estimated from the model.tar.gz)")
+    if args.capture:
+        parser.error("--capture with --inference-component: the drift monitor reads the model "
+                     "from the endpoint's variant, which a component's endpoint has not")
+    copies = 1 if args.copies is None else args.copies
+    low = min(copies, 1) if args.min_copies is None else args.min_copies
+    high = copies if args.max_copies is None else args.max_copies
+    if low < 0 or copies < low or high < copies or high < 1:
+        parser.error(f"copies: need 0 <= --min-copies ({low}) <= --copies ({copies}) <= "
+                     f"--max-copies ({high}), and --max-copies of at least 1")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,11 +461,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_package and args.local:
         parser.error("--model-package runs on AWS (local mode has no model registry): use "
                      "--model-data with the version's model.tar.gz")
+    check_component_flags(parser, args)
     target = common.launch(args)
-    source, instances, serverless, asynchronous, capture = specs(args)
+    source, instances, serverless, asynchronous, capture, component = specs(args)
     sagemaker_session = common.session(target)
-    name = deploy(target, sagemaker_session, source, args.endpoint_name, instances, serverless,
-                  asynchronous, capture)
+    if component:
+        name = deploy_component(target, sagemaker_session, source,
+                                args.endpoint_name or f"byoc-{time.strftime('%Y%m%d-%H%M%S')}",
+                                instances, component)
+    else:
+        name = deploy(target, sagemaker_session, source, args.endpoint_name, instances,
+                      serverless, asynchronous, capture)
     print(f"endpoint: {name}")
     if target.local:  # the local endpoint lives as long as this process
         print("serving in local mode; Ctrl-C (or SIGTERM) deletes the endpoint")

@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+from artifact.content_types import JPEG_TYPE, JSON_TYPE, PNG_TYPE
 from scripts import common, local_endpoint
 from util.s3 import s3_folder, split_s3_uri
 
@@ -26,14 +27,14 @@ from util.s3 import s3_folder, split_s3_uri
 def content_type(path: Path) -> str:
     """image/jpeg or image/png, the two types these callers send; anything else is refused."""
     guessed = local_endpoint.content_type(path)
-    if guessed not in ("image/jpeg", "image/png"):
+    if guessed not in (JPEG_TYPE, PNG_TYPE):
         raise SystemExit(f"{path}: send a .jpg, .jpeg or .png file")
     return guessed
 
 
 def request(path: Path, top_k: int, component: str | None = None) -> dict:
     """InvokeEndpoint's fields for one image, as both callers send them."""
-    fields = {"ContentType": content_type(path), "Accept": "application/json",
+    fields = {"ContentType": content_type(path), "Accept": JSON_TYPE,
               "CustomAttributes": f"top_k={top_k}", "Body": path.read_bytes()}
     if component:
         fields["InferenceComponentName"] = component
@@ -66,7 +67,7 @@ def with_async(runtime_client, s3_client, endpoint_name: str, path: Path, input_
     s3_client.upload_file(str(path), bucket, key)
     response = runtime_client.invoke_endpoint_async(
         EndpointName=endpoint_name, InputLocation=f"s3://{bucket}/{key}",
-        ContentType=content_type(path), Accept="application/json",
+        ContentType=content_type(path), Accept=JSON_TYPE,
         CustomAttributes=f"top_k={top_k}")
     outputs = {"output": response["OutputLocation"], "failure": response.get("FailureLocation")}
     deadline = time.monotonic() + timeout_s

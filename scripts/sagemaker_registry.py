@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from artifact.content_types import REQUEST_TYPES, RESPONSE_TYPES
+from artifact.content_types import JSON_TYPE, REQUEST_TYPES, RESPONSE_TYPES
 from scripts import common
 from scripts.sagemaker_model import APPROVED, PENDING, REJECTED, ModelSource, serving_container
 from util.s3 import split_s3_uri
@@ -30,7 +30,7 @@ GPU_INSTANCES = ["ml.g5.xlarge", "ml.g6.xlarge", "ml.g4dn.xlarge"]
 def model_metrics(evaluation_uri) -> dict:
     """The registry's record of the model's quality: the evaluation.json on S3 (its
     multiclass_classification_metrics block is SageMaker's Model Quality format)."""
-    return {"ModelQuality": {"Statistics": {"ContentType": "application/json",
+    return {"ModelQuality": {"Statistics": {"ContentType": JSON_TYPE,
                                             "S3Uri": evaluation_uri}}}
 
 

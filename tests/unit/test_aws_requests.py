@@ -35,12 +35,14 @@ def test_upload_refuses_a_folder_without_splits(aws, tmp_path):
 
 class Sent(dict):
     """Requests by operation name; answers: stand-in responses (or functions of the request) for
-    APIs moto does not have. Model Monitor's: an endpoint has no schedules unless a test says so."""
+    APIs moto does not have. Model Monitor's and inference components': an endpoint has no
+    schedules and no components unless a test says so."""
 
     def __init__(self):
         super().__init__()
         self.answers: dict[str, dict | Callable[[dict], dict]] = {
-            "ListMonitoringSchedules": {"MonitoringScheduleSummaries": []}}
+            "ListMonitoringSchedules": {"MonitoringScheduleSummaries": []},
+            "ListInferenceComponents": {"InferenceComponents": []}}
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +56,11 @@ def sent(monkeypatch) -> Sent:
 
     def recording_call(client, operation_name, params):
         calls.setdefault(operation_name, []).append(params)
-        if client.meta.service_model.service_name == "sagemaker":
+        service = client.meta.service_model.service_name
+        answer = calls.answers.get(f"{service}:{operation_name}")  # another service's stand-in
+        if answer is not None:
+            return answer(params) if callable(answer) else answer
+        if service == "sagemaker":
             answer = calls.answers.get(operation_name)  # an API moto lacks: a stand-in
             if callable(answer):
                 return answer(params)
@@ -660,3 +666,142 @@ def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(
     assert "endpoint dogs-watched" in deleted
     sent.answers["ListMonitoringSchedules"] = {"MonitoringScheduleSummaries": []}
     sagemaker_cleanup.delete_endpoint(session, "dogs-blind")
+
+
+def test_an_inference_component_scales_to_zero_as_aws_documents_it(aws, sent, trained_model,
+                                                                    tmp_path, monkeypatch):
+    """--inference-component --min-copies 0: an endpoint with managed instance scaling down to
+    zero instances, the component with the serving image's memory estimate, copies autoscaled
+    down to 0 and a step policy on NoCapacityInvocationFailures back from it; cleanup removes the
+    component before the endpoint. moto has no inference components: their calls are checked
+    and answered by stand-ins."""
+    import tarfile
+
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for item in trained_model.iterdir():
+            tar.add(item, arcname=item.name)
+    aws.client("s3").upload_file(str(archive), "data", "runs/ic/model.tar.gz")
+    components = {}
+
+    def create(params):
+        components[params["InferenceComponentName"]] = params
+        return {"InferenceComponentArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:"
+                                         f"inference-component/{params['InferenceComponentName']}"}
+
+    def describe(params):
+        from botocore.exceptions import ClientError
+
+        if params["InferenceComponentName"] not in components:
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "gone"}},
+                              "DescribeInferenceComponent")
+        return {**components[params["InferenceComponentName"]],
+                "InferenceComponentStatus": "InService"}
+
+    # moto's Application Auto Scaling has no inference-component dimension
+    sent.answers.update({
+        "application-autoscaling:RegisterScalableTarget": {},
+        "application-autoscaling:PutScalingPolicy": lambda params: {
+            "PolicyARN": f"arn:aws:autoscaling:{params['ResourceId']}/{params['PolicyType']}"},
+        "application-autoscaling:DeregisterScalableTarget": {}})
+    # moto takes no endpoint config without a model on its variant: the endpoint's calls too
+    configs, endpoints = {}, {}
+    sent.answers.update(
+        CreateEndpointConfig=lambda params: configs.update({params["EndpointConfigName"]: params})
+        or {"EndpointConfigArn": "arn:aws:sagemaker:x"},
+        DescribeEndpointConfig=lambda params: configs[params["EndpointConfigName"]],
+        CreateEndpoint=lambda params: endpoints.update({params["EndpointName"]: params})
+        or {"EndpointArn": "arn:aws:sagemaker:x"},
+        DescribeEndpoint=lambda params: {**endpoints[params["EndpointName"]],
+                                         "EndpointStatus": "InService"},
+        DeleteEndpoint=lambda params: endpoints.pop(params["EndpointName"]) and {},
+        DeleteEndpointConfig=lambda params: configs.pop(params["EndpointConfigName"]) and {})
+    sent.answers.update(
+        CreateInferenceComponent=create, DescribeInferenceComponent=describe,
+        ListInferenceComponents=lambda params: {"InferenceComponents": [
+            {"InferenceComponentName": name} for name, c in components.items()
+            if c["EndpointName"] == params["EndpointNameEquals"]]},
+        DeleteInferenceComponent=lambda params: components.pop(params["InferenceComponentName"])
+        and {})
+    for cores in ("1", "2"):
+        assert sagemaker_deploy.main([
+            "--model-data", "s3://data/runs/ic/model.tar.gz", "--role", ROLE,
+            "--endpoint-name", f"dogs-ic-{cores}", "--inference-component", f"dogs-model-{cores}",
+            "--min-copies", "0", "--max-copies", "3", "--autoscale-max", "2",
+            "--cpu-cores", cores]) == 0
+    config = sent["CreateEndpointConfig"][0]
+    [variant] = config["ProductionVariants"]
+    assert "ModelName" not in variant and config["ExecutionRoleArn"] == ROLE
+    assert variant["ManagedInstanceScaling"] == {"Status": "ENABLED", "MinInstanceCount": 0,
+                                                 "MaxInstanceCount": 2}
+    assert config["MetricsConfig"]["EnableDetailedObservability"] is True
+    one, two = (c["Specification"]["ComputeResourceRequirements"]
+                for c in sent["CreateInferenceComponent"])
+    created = sent["CreateInferenceComponent"][0]
+    assert (created["EndpointName"], created["VariantName"]) == ("dogs-ic-1", "AllTraffic")
+    assert created["RuntimeConfig"] == {"CopyCount": 1}
+    assert created["Specification"]["ModelName"] == sent["CreateModel"][0]["ModelName"]
+    # The serving image's estimate: the served ONNX weights, and more of it with more cores
+    # (ONNX Runtime keeps a second session then).
+    onnx_mb = max(p.stat().st_size for p in trained_model.glob("*.onnx")) / 2**20
+    assert (one["NumberOfCpuCoresRequired"], two["NumberOfCpuCoresRequired"]) == (1, 2)
+    assert onnx_mb < one["MinMemoryRequiredInMb"] < two["MinMemoryRequiredInMb"]
+    resource = "inference-component/dogs-model-1"
+    target = sent["RegisterScalableTarget"][0]
+    assert (target["ResourceId"], target["ScalableDimension"]) == (
+        resource, "sagemaker:inference-component:DesiredCopyCount")
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 3)
+    policies = {p["PolicyType"]: p for p in sent["PutScalingPolicy"]
+                if p["ResourceId"] == resource}
+    tracking = policies["TargetTrackingScaling"]["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
+        "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution")
+    step = policies["StepScaling"]["StepScalingPolicyConfiguration"]
+    assert step["AdjustmentType"] == "ChangeInCapacity"
+    assert step["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+    [alarm] = aws.client("cloudwatch").describe_alarms(
+        AlarmNames=["dogs-model-1-no-capacity"])["MetricAlarms"]
+    assert alarm["MetricName"] == "NoCapacityInvocationFailures"
+    assert alarm["Dimensions"] == [{"Name": "InferenceComponentName", "Value": "dogs-model-1"}]
+    assert alarm["AlarmActions"] == [f"arn:aws:autoscaling:{resource}/StepScaling"]
+
+    monkeypatch.setattr(sagemaker_cleanup.time, "sleep", lambda seconds: None)
+    deleted = sagemaker_cleanup.delete_endpoint(common.session(TARGET), "dogs-ic-1")
+    assert deleted.index("inference component dogs-model-1") < deleted.index("endpoint dogs-ic-1")
+    assert "alarm dogs-model-1-no-capacity" in deleted
+    assert sent["DeleteModel"][-1]["ModelName"] == created["Specification"]["ModelName"]
+    assert sent["DeregisterScalableTarget"][0]["ResourceId"] == resource
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--min-copies", "0"], "--min-copies without --inference-component"),
+    (["--inference-component", "c", "--serverless"], "--inference-component runs on AWS"),
+    (["--inference-component", "c", "--min-copies", "2", "--copies", "1"], "need 0 <="),
+    (["--inference-component", "c", "--capture", "s3://data/c"], "--capture with"),
+])
+def test_bad_inference_component_flags_fail_before_any_aws_call(aws, sent, capsys, argv, message):
+    sent.clear()
+    with pytest.raises(SystemExit):
+        sagemaker_deploy.main(["--model-data", MODEL_DATA, "--role", ROLE, *argv])
+    assert message in capsys.readouterr().err
+    assert dict(sent) == {}
+
+
+def test_invoke_addresses_an_inference_component_by_name(tmp_path):
+    import io
+
+    from scripts import sagemaker_invoke
+
+    class Runtime:
+        def invoke_endpoint(self, **request):
+            self.request = request
+            body = b'{"predictions": [{"label": "dog", "index": 0, "probability": 0.9}]}'
+            return {"Body": io.BytesIO(body)}
+
+    image = tmp_path / "dog.png"
+    image.write_bytes(b"\x89PNG fake")
+    runtime = Runtime()
+    answer = sagemaker_invoke.with_boto3(runtime, "dogs-ic", image, top_k=1, component="dogs-model")
+    assert answer["predictions"][0]["label"] == "dog"
+    assert runtime.request["InferenceComponentName"] == "dogs-model"
+    assert runtime.request["EndpointName"] == "dogs-ic"

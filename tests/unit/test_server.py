@@ -154,3 +154,47 @@ def test_a_ping_answers_at_once_while_invocations_queue_for_the_cores(trained_mo
     assert ping.status_code == 200 and statuses == [200] * 16
     assert done_then <= 8, f"/ping waited until {done_then} of 16 invocations were answered"
     assert max(finished) - pinged > 0.5  # the queue was still long when /ping answered
+
+
+def test_sagemakers_scraper_gets_prometheus_text_while_invocations_queue(trained_model,
+                                                                         phone_photo, tmp_path):
+    """Every endpoint config the kit creates turns detailed observability on: SageMaker then
+    scrapes GET /metrics on 8080 every 60 s, busy or not. Under a queue of invocations, a scrape
+    must not wait behind them (as /ping does not), and must be Prometheus text that counts
+    what was answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    log_file = open(tmp_path / "server.log", "w+")
+    process, url = start(trained_model, output=log_file, SAGEMAKER_MODEL_SERVER_WORKERS="1",
+                         BYOC_PARALLEL_REQUESTS="1")
+    photo = phone_photo["baseline"]
+    finished = []
+
+    def invoke(_) -> int:
+        status = requests.post(f"{url}/invocations", data=photo, timeout=60,
+                               headers={"Content-Type": "image/jpeg"}).status_code
+        finished.append(time.perf_counter())
+        return status
+
+    try:
+        wait_ready(process, url, log_file)
+        with ThreadPoolExecutor(16) as pool:
+            statuses = pool.map(invoke, range(16))
+            time.sleep(0.3)  # all sent, most waiting for the core
+            scrape = requests.get(f"{url}/metrics", timeout=30)
+            scraped, done_then = time.perf_counter(), len(finished)
+            statuses = list(statuses)
+        after = requests.get(f"{url}/metrics", timeout=30).text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert scrape.status_code == 200 and statuses == [200] * 16
+    assert scrape.headers["Content-Type"].startswith("text/plain")  # Prometheus text format
+    assert done_then <= 8, f"/metrics waited until {done_then} of 16 invocations were answered"
+    assert max(finished) - scraped > 0.5  # the queue was still long when it answered
+    families = {family.name: family for family in text_string_to_metric_families(after)}
+    answered = {s.labels.get("status"): s.value for s in families["byoc_requests"].samples
+                if s.name == "byoc_requests_total" and s.labels.get("route") == "/invocations"}
+    assert answered["200"] == 16
