@@ -26,6 +26,7 @@ hyperparameter given at upsert.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -69,7 +70,27 @@ def create_model_step_arguments(session, container: dict, role: str):
     return arguments
 
 
-def build(args: argparse.Namespace, session):
+@dataclasses.dataclass(frozen=True)
+class PipelineSpec:
+    """What the pipeline is: its name, data and output, where it registers and from which test
+    top-1 (--name, --data, --output, --group, --threshold, --processing-instance-type)."""
+    name: str
+    data: str
+    output: str
+    group: str = "byoc-image-classifier"
+    threshold: float = 0.8
+    processing_instance_type: str = "ml.m5.xlarge"
+
+
+def pipeline_spec(args: argparse.Namespace) -> PipelineSpec:
+    return PipelineSpec(name=args.name, data=args.data, output=args.output, group=args.group,
+                        threshold=args.threshold,
+                        processing_instance_type=args.processing_instance_type)
+
+
+def build(target: common.Launch, session, spec: PipelineSpec, hyperparameters: dict,
+          resources: sagemaker_train.TrainingCompute,
+          services: sagemaker_train.ClosedServices = sagemaker_train.ClosedServices()):
     """The Pipeline object; nothing is sent until upsert or create."""
     from sagemaker.core.processing import Processor
     from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
@@ -83,33 +104,29 @@ def build(args: argparse.Namespace, session):
     from sagemaker.mlops.workflow.pipeline import Pipeline
     from sagemaker.mlops.workflow.steps import ProcessingStep, TrainingStep
 
-    target = common.launch(args)
-    hyperparameters = common.hyperparameters(args)
     sagemaker_train.checked_hyperparameters(hyperparameters)  # fails before anything runs
-    data = ParameterString("InputData", default_value=args.data.rstrip("/"))
+    data = ParameterString("InputData", default_value=spec.data.rstrip("/"))
     if target.local:  # this machine's Docker: no instance types to choose
         instance_types = []
-        train_type, eval_type = args.instance_type, "local"
+        train_type, eval_type = resources.instance_type, "local"
     else:
-        train_type = ParameterString("TrainingInstanceType", default_value=args.instance_type)
+        train_type = ParameterString("TrainingInstanceType",
+                                     default_value=resources.instance_type)
         eval_type = ParameterString("ProcessingInstanceType",
-                                    default_value=args.processing_instance_type)
+                                    default_value=spec.processing_instance_type)
         instance_types = [train_type, eval_type]
-    threshold = ParameterFloat("AccuracyThreshold", default_value=args.threshold)
+    threshold = ParameterFloat("AccuracyThreshold", default_value=spec.threshold)
     hp_parameters = {name: ParameterString(f"hp_{name}", default_value=str(value))
                      for name, value in hyperparameters.items()}
-    output = args.output.rstrip("/")
+    output = spec.output.rstrip("/")
     run_folder = Join(on="/", values=[output, ExecutionVariables.PIPELINE_EXECUTION_ID])
     role = common.role(target)
     region = session.boto_region_name
 
     # trainer() picks the local instance type itself under --local.
-    resources = sagemaker_train.TrainingCompute(
-        instance_type=train_type, instance_count=args.instance_count, gpu=args.gpu,
-        spot=args.spot, max_run_s=args.max_run_s)
     trainer = sagemaker_train.trainer(
-        target, session, output=output, hyperparameters=hp_parameters, resources=resources,
-        services=sagemaker_train.closed_services(args),
+        target, session, output=output, hyperparameters=hp_parameters,
+        resources=dataclasses.replace(resources, instance_type=train_type), services=services,
         checkpoints=Join(on="/", values=[run_folder, "checkpoints", ""]))
     channels = {name: Join(on="/", values=[data, name]) for name in ("train", "valid", "test")}
     train = TrainingStep(name="Train",
@@ -130,22 +147,22 @@ def build(args: argparse.Namespace, session):
                                    "evaluation")]))
     accuracy = JsonGet(step_name=evaluate.name, property_file=evaluation, json_path=ACCURACY)
 
-    container = {**serving_container(target, ModelSource(model_data="s3://", gpu=args.gpu),
+    container = {**serving_container(target, ModelSource(model_data="s3://", gpu=resources.gpu),
                                      region), "ModelDataUrl": model_data}
     if target.local:  # local pipelines have no model registry: the passing branch makes the model
         passed = ModelStep(name="CreateModel",
                            step_args=create_model_step_arguments(session, container, role))
     else:
         passed = ModelStep(name="Register", step_args=register_step_arguments(
-            session, container, args.group, args.gpu,
+            session, container, spec.group, resources.gpu,
             Join(on="/", values=[evaluation_folder, "evaluation.json"]),
-            f"pipeline {args.name}"))
+            f"pipeline {spec.name}"))
     failed = FailStep(name="AccuracyTooLow", error_message=Join(
         on=" ", values=["test top-1", accuracy, "is below AccuracyThreshold", threshold]))
     check = ConditionStep(
         name="CheckAccuracy", conditions=[ConditionGreaterThanOrEqualTo(accuracy, threshold)],
         if_steps=[passed], else_steps=[failed])
-    return Pipeline(name=args.name, sagemaker_session=session,
+    return Pipeline(name=spec.name, sagemaker_session=session,
                     parameters=[data, *instance_types, threshold, *hp_parameters.values()],
                     steps=[train, evaluate, check])
 
@@ -174,15 +191,21 @@ def wait(session, execution_arn: str, poll_s: float = 30) -> dict:
         time.sleep(poll_s)
 
 
-def run_local(args: argparse.Namespace) -> int:
+def built(args: argparse.Namespace, session):
+    """The pipeline the command line describes."""
+    return build(common.launch(args), session, pipeline_spec(args), common.hyperparameters(args),
+                 sagemaker_train.compute(args), sagemaker_train.closed_services(args))
+
+
+def run_local(args: argparse.Namespace, parameters: dict[str, str]) -> int:
     """The whole pipeline in local mode, to its end; 0 when the model passed the threshold."""
-    session = common.pipeline_session(args.local, args.region)
-    pipeline = build(args, session)
+    session = common.pipeline_session(True, args.region)
+    pipeline = built(args, session)
     pipeline.create(role_arn=common.role(common.launch(args)))
     declared = {p.name: p.parameter_type.python_type for p in pipeline.parameters}
     values = {}
     # Local pipelines take typed values.
-    for name, text in common.name_values(args.param, "--param").items():
+    for name, text in parameters.items():
         if name not in declared:
             raise SystemExit(f"--param {name}: the pipeline's parameters are "
                              f"{', '.join(declared)}")
@@ -240,14 +263,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run" and not args.local:
             parser.error("run is for --local; on AWS: upsert, then start")
         if args.command == "run":
-            return run_local(args)
+            return run_local(args, common.name_values(args.param, "--param"))
     elif args.local:
         parser.error(f"{args.command} runs on AWS; --local pipelines run with: run --local")
     session = common.pipeline_session(args.local, args.region)
     if args.command == "definition":
-        print(json.dumps(json.loads(build(args, session).definition()), indent=2))
+        print(json.dumps(json.loads(built(args, session).definition()), indent=2))
     elif args.command == "upsert":
-        result = build(args, session).upsert(role_arn=common.role(common.launch(args)))
+        result = built(args, session).upsert(role_arn=common.role(common.launch(args)))
         print(f"pipeline: {result['PipelineArn']}")
     elif args.command == "start":
         started = session.sagemaker_client.start_pipeline_execution(
