@@ -29,6 +29,7 @@ import argparse
 import re
 import sys
 import time
+from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
@@ -110,60 +111,82 @@ def drift_pipeline(session, *, name: str, endpoint: str, image_uri: str, role: s
     return Pipeline(name=name, parameters=[window_end], steps=[step], sagemaker_session=session)
 
 
-def create_pipeline(args: argparse.Namespace, target: common.Launch, session) -> str:
+@dataclass(frozen=True)
+class MonitorSpec:
+    """Which endpoint is watched, how often, where the reports go, and on what (--endpoint-name,
+    --output, --schedule, --instance-type, --max-runtime-s, --model-data)."""
+    endpoint: str
+    output: str
+    schedule: str = "hourly"
+    instance_type: str = "ml.m5.xlarge"
+    max_runtime_s: int = 3600
+    model_data: str | None = None  # default: the model the endpoint serves
+
+
+def monitor_spec(args: argparse.Namespace) -> MonitorSpec:
+    return MonitorSpec(endpoint=args.endpoint_name, output=args.output, schedule=args.schedule,
+                       instance_type=args.instance_type, max_runtime_s=args.max_runtime_s,
+                       model_data=args.model_data)
+
+
+def create_pipeline(target: common.Launch, session, spec: MonitorSpec,
+                    alarm_topic: str | None = None, scheduler_role: str | None = None) -> str:
     """Upsert the pipeline, schedule it, and add the violations alarm when asked for."""
     from sagemaker.mlops.workflow.triggers import PipelineSchedule
 
-    model_data, capture = served_model(session, args.endpoint_name)
-    name = schedule_name(args.endpoint_name)
+    model_data, capture = served_model(session, spec.endpoint)
+    name = schedule_name(spec.endpoint)
     pipeline = drift_pipeline(
-        common.pipeline_session(False, session.boto_region_name), name=name, endpoint=args.endpoint_name,
+        common.pipeline_session(False, session.boto_region_name), name=name,
+        endpoint=spec.endpoint,
         image_uri=common.image_uri("train", target, session.boto_region_name),
-        role=common.role(target), instance_type=args.instance_type, model_data=args.model_data or model_data,
-        capture=f"{capture['DestinationS3Uri'].rstrip('/')}/{args.endpoint_name}",
-        output=args.output, period=args.schedule, max_runtime_s=args.max_runtime_s)
+        role=common.role(target), instance_type=spec.instance_type,
+        model_data=spec.model_data or model_data,
+        capture=f"{capture['DestinationS3Uri'].rstrip('/')}/{spec.endpoint}",
+        output=spec.output, period=spec.schedule, max_runtime_s=spec.max_runtime_s)
     pipeline.upsert(role_arn=common.role(target))
-    pipeline.put_triggers(triggers=[PipelineSchedule(name=name, cron=CRON[args.schedule])],
-                          role_arn=args.scheduler_role or common.role(target))
-    if args.alarm_topic:
-        period = {"hourly": 3600, "daily": 86400}[args.schedule]
+    pipeline.put_triggers(triggers=[PipelineSchedule(name=name, cron=CRON[spec.schedule])],
+                          role_arn=scheduler_role or common.role(target))
+    if alarm_topic:
+        period = {"hourly": 3600, "daily": 86400}[spec.schedule]
         session.boto_session.client("cloudwatch").put_metric_alarm(
-            AlarmName=alarm_name(args.endpoint_name),
-            AlarmDescription=f"image drift on endpoint {args.endpoint_name} "
+            AlarmName=alarm_name(spec.endpoint),
+            AlarmDescription=f"image drift on endpoint {spec.endpoint} "
                              "(scripts/sagemaker_monitor.py): see drift_report.html",
             Namespace=METRIC_NAMESPACE, MetricName="violations",
-            Dimensions=[{"Name": "Endpoint", "Value": args.endpoint_name},
+            Dimensions=[{"Name": "Endpoint", "Value": spec.endpoint},
                         {"Name": "MonitoringSchedule", "Value": name}],
             Statistic="Maximum", Period=period, EvaluationPeriods=1, Threshold=0.0,
             ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching",
-            AlarmActions=[args.alarm_topic])
+            AlarmActions=[alarm_topic])
     return name
 
 
-def create_model_monitor(args: argparse.Namespace, target: common.Launch, sagemaker_session) -> str:
+def create_model_monitor(target: common.Launch, sagemaker_session, spec: MonitorSpec,
+                         cloudwatch_metrics: bool = True) -> str:
     """The same monitor as a Model Monitor custom monitoring schedule (existing customers)."""
     from sagemaker.core.model_monitor import (CronExpressionGenerator, EndpointInput, ModelMonitor,
                                               MonitoringOutput)
 
-    model_data, _ = served_model(sagemaker_session, args.endpoint_name)
-    model_data = args.model_data or model_data
+    model_data, _ = served_model(sagemaker_session, spec.endpoint)
+    model_data = spec.model_data or model_data
     monitor = ModelMonitor(
         role=common.role(target),
         image_uri=common.image_uri("train", target, sagemaker_session.boto_region_name),
-        instance_count=1, instance_type=args.instance_type,
+        instance_count=1, instance_type=spec.instance_type,
         entrypoint=["python", "-m", "monitor.run"],
         # as the SDK's DefaultModelMonitor does with enable_cloudwatch_metrics (its default)
         env={"BYOC_MODEL_DATA": model_data,
-             "publish_cloudwatch_metrics": "Enabled" if args.cloudwatch_metrics else "Disabled"},
-        base_job_name="byoc-image-drift", max_runtime_in_seconds=args.max_runtime_s,
+             "publish_cloudwatch_metrics": "Enabled" if cloudwatch_metrics else "Disabled"},
+        base_job_name="byoc-image-drift", max_runtime_in_seconds=spec.max_runtime_s,
         sagemaker_session=sagemaker_session)
-    name = schedule_name(args.endpoint_name)
+    name = schedule_name(spec.endpoint)
     monitor.create_monitoring_schedule(
-        endpoint_input=EndpointInput(endpoint_name=args.endpoint_name, destination=CAPTURE),
-        output=MonitoringOutput(source=RESULTS, destination=args.output.rstrip("/")),
+        endpoint_input=EndpointInput(endpoint_name=spec.endpoint, destination=CAPTURE),
+        output=MonitoringOutput(source=RESULTS, destination=spec.output.rstrip("/")),
         monitor_schedule_name=name,
         schedule_cron_expression={"hourly": CronExpressionGenerator.hourly(),
-                                  "daily": CronExpressionGenerator.daily()}[args.schedule])
+                                  "daily": CronExpressionGenerator.daily()}[spec.schedule])
     return name
 
 
@@ -294,9 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     sagemaker_session = common.session(target)
     if args.command == "create":
         if args.model_monitor:
-            print(f"monitoring schedule: {create_model_monitor(args, target, sagemaker_session)}")
+            name = create_model_monitor(target, sagemaker_session, monitor_spec(args),
+                                        args.cloudwatch_metrics)
+            print(f"monitoring schedule: {name}")
         else:
-            name = create_pipeline(args, target, sagemaker_session)
+            name = create_pipeline(target, sagemaker_session, monitor_spec(args),
+                                   args.alarm_topic, args.scheduler_role)
             print(f"pipeline and EventBridge schedule: {name}")
     else:
         deleted = delete_drift_monitor(sagemaker_session, args.endpoint_name)
