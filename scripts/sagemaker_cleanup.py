@@ -1,5 +1,6 @@
 """Delete endpoints with their drift monitors (the scheduled pipeline, its schedule and alarm, or
-Model Monitor's schedules), endpoint configs, models, autoscaling targets and alarms (they cost
+Model Monitor's schedules), inference components, endpoint configs, models, autoscaling targets
+and alarms (they cost
 money while they exist: a real-time endpoint bills per instance-hour even when idle, and a
 monitor starts a processing job every hour).
 
