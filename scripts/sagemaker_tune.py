@@ -112,10 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-name", default=f"byoc-tune-{time.strftime('%y%m%d-%H%M%S')}",
                         help="at most 32 characters")
     sagemaker_train.add_test_channel_argument(parser)
+    sagemaker_train.add_sagemaker_debugging_arguments(parser)
     args = parser.parse_args(argv)
     target = common.launch(args)
     if target.local:
         parser.error("SageMaker's tuner does not run in local mode: use python -m tune.local")
+    if args.sagemaker_debugger or args.sagemaker_profiler:
+        parser.error("--sagemaker-debugger and --sagemaker-profiler are not for tuning jobs: "
+                     "their training job definition has no Debugger or Profiler fields (each "
+                     "trial evaluates the rules itself)")
 
     sagemaker_session = common.session(target)
     search = Search(space=args.space, strategy=args.strategy, max_jobs=args.max_jobs,

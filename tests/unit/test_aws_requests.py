@@ -805,3 +805,16 @@ def test_invoke_addresses_an_inference_component_by_name(tmp_path):
     assert answer["predictions"][0]["label"] == "dog"
     assert runtime.request["InferenceComponentName"] == "dogs-model"
     assert runtime.request["EndpointName"] == "dogs-ic"
+
+
+def test_the_closed_services_are_refused_for_tuning_jobs(aws, sent, capsys):
+    """A tuning job's training job definition has no Debugger or Profiler fields: asking for
+    them is an error, not a flag that does nothing."""
+    from scripts import sagemaker_tune
+
+    sent.clear()
+    with pytest.raises(SystemExit):
+        sagemaker_tune.main(["--data", "s3://data/dogs", "--output", "s3://data/tuning",
+                             "--role", ROLE, "--no-wait", "--sagemaker-debugger"])
+    assert "not for tuning jobs" in capsys.readouterr().err
+    assert dict(sent) == {}
