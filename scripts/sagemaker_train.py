@@ -224,7 +224,7 @@ def model_trainer(job_name: str | None, extra_fields: dict, **settings):
     class NamedTrainer(ModelTrainer):
         def _create_training_job_args(self, input_data_config=None, boto3=False):
             request = super()._create_training_job_args(input_data_config, boto3)
-            if "AlgorithmSpecification" in request:  # PascalCase: a pipeline's or the tuner's
+            if "AlgorithmSpecification" in request:  # PascalCase: a pipeline step's request
                 request.update(extra_fields)
             else:
                 request.update(snake_case(extra_fields))
