@@ -213,6 +213,46 @@ def processing_output(source: str, destination, name: str):
         s3_uri=destination, local_path=source, s3_upload_mode="EndOfJob"))
 
 
+def delete_alarm(cloudwatch, name: str) -> list[str]:
+    """The CloudWatch alarm, when there is one; what was deleted."""
+    if not cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"]:
+        return []
+    cloudwatch.delete_alarms(AlarmNames=[name])
+    return [f"alarm {name}"]
+
+
+def deregister_scalable_target(autoscaling, resource: str, dimension: str) -> list[str]:
+    """The resource's Application Auto Scaling target (its policies go with it), when it has
+    one; what was deregistered."""
+    from botocore.exceptions import ClientError
+
+    try:
+        autoscaling.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
+                                               ScalableDimension=dimension)
+    except ClientError:  # it had no autoscaling
+        return []
+    return [f"scalable target {resource}"]
+
+
+def wait_until_gone(describe, what: str, started: float, timeout_s: float, poll_s: float,
+                    gone_codes: tuple[str, ...] = ("ResourceNotFound",)) -> None:
+    """Until describe() raises one of gone_codes (SageMaker deletes some resources in the
+    background); SystemExit timeout_s after started (time.monotonic())."""
+    from botocore.exceptions import ClientError
+
+    while True:
+        try:
+            describe()
+        except ClientError as e:
+            if e.response["Error"]["Code"] in gone_codes:
+                return
+            raise
+        if time.monotonic() > started + timeout_s:
+            raise SystemExit(f"{what} is still being deleted after {timeout_s:.0f} s: run this "
+                             "again later")
+        time.sleep(poll_s)
+
+
 def add_gpu_argument(parser: argparse.ArgumentParser) -> None:
     """--gpu, one meaning everywhere: the work runs on GPUs. A model is served by the PyTorch
     GPU image (the CPU image runs ONNX Runtime); in local mode the containers get this

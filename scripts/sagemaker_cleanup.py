@@ -41,32 +41,17 @@ def delete_components(sagemaker_session, endpoint: str, timeout_s: float = 1200)
     for name in names:
         described = client.describe_inference_component(InferenceComponentName=name)
         models.append(described["Specification"]["ModelName"])
-        resource = f"inference-component/{name}"
-        try:
-            autoscaling.deregister_scalable_target(
-                ServiceNamespace="sagemaker", ResourceId=resource,
-                ScalableDimension="sagemaker:inference-component:DesiredCopyCount")
-            deleted.append(f"scalable target {resource}")
-        except ClientError:  # it had no autoscaling
-            pass
-        alarm = from_zero_alarm_name(name)
-        if cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"]:
-            cloudwatch.delete_alarms(AlarmNames=[alarm])
-            deleted.append(f"alarm {alarm}")
+        deleted += common.deregister_scalable_target(
+            autoscaling, f"inference-component/{name}",
+            "sagemaker:inference-component:DesiredCopyCount")
+        deleted += common.delete_alarm(cloudwatch, from_zero_alarm_name(name))
         client.delete_inference_component(InferenceComponentName=name)
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
     for name in names:
-        while True:
-            try:
-                client.describe_inference_component(InferenceComponentName=name)
-            except ClientError as e:
-                if e.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
-                    break
-                raise
-            if time.monotonic() > deadline:
-                raise SystemExit(f"inference component {name} is still being deleted after "
-                                 f"{timeout_s:.0f} s: run this again later")
-            time.sleep(10)
+        common.wait_until_gone(
+            lambda: client.describe_inference_component(InferenceComponentName=name),
+            f"inference component {name}", started, timeout_s, poll_s=10,
+            gone_codes=("ValidationException", "ResourceNotFound"))
         deleted.append(f"inference component {name}")
     return deleted, models
 
@@ -90,19 +75,12 @@ def delete_endpoint(sagemaker_session, name: str, image_tag: str = "latest") -> 
         models += component_models
         autoscaling = sagemaker_session.boto_session.client("application-autoscaling")
         for variant in config["ProductionVariants"]:
-            resource = f"endpoint/{name}/variant/{variant['VariantName']}"
-            try:
-                autoscaling.deregister_scalable_target(
-                    ServiceNamespace="sagemaker", ResourceId=resource,
-                    ScalableDimension="sagemaker:variant:DesiredInstanceCount")
-                deleted.append(f"scalable target {resource}")
-            except ClientError:  # it had no autoscaling
-                pass
-        cloudwatch = sagemaker_session.boto_session.client("cloudwatch")
-        alarm = backlog_alarm_name(name)  # an asynchronous endpoint's scale-from-zero alarm
-        if cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"]:
-            cloudwatch.delete_alarms(AlarmNames=[alarm])
-            deleted.append(f"alarm {alarm}")
+            deleted += common.deregister_scalable_target(
+                autoscaling, f"endpoint/{name}/variant/{variant['VariantName']}",
+                "sagemaker:variant:DesiredInstanceCount")
+        # an asynchronous endpoint's scale-from-zero alarm
+        deleted += common.delete_alarm(sagemaker_session.boto_session.client("cloudwatch"),
+                                       backlog_alarm_name(name))
     client.delete_endpoint(EndpointName=name)
     deleted.append(f"endpoint {name}")
     client.delete_endpoint_config(EndpointConfigName=config_name)

@@ -228,18 +228,26 @@ def autoscale_component(sagemaker_session, component: Component) -> None:
             "ScaleInCooldown": 300, "ScaleOutCooldown": 60})
     if component.min_copies > 0:
         return
-    from_zero = client.put_scaling_policy(
-        **target, PolicyName=f"{component.name}-from-zero", PolicyType="StepScaling",
-        StepScalingPolicyConfiguration={
-            "AdjustmentType": "ChangeInCapacity", "MetricAggregationType": "Maximum",
-            "Cooldown": 60, "StepAdjustments": [{"MetricIntervalLowerBound": 0,
-                                                 "ScalingAdjustment": 1}]})
-    sagemaker_session.boto_session.client("cloudwatch").put_metric_alarm(
+    step_from_zero(sagemaker_session, target, f"{component.name}-from-zero", "Maximum", 60, dict(
         AlarmName=from_zero_alarm_name(component.name), MetricName="NoCapacityInvocationFailures",
-        Namespace="AWS/SageMaker", Statistic="Maximum", Period=30, EvaluationPeriods=1,
-        Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
-        TreatMissingData="missing",
-        Dimensions=[{"Name": "InferenceComponentName", "Value": component.name}],
+        Statistic="Maximum", Period=30, EvaluationPeriods=1,
+        Dimensions=[{"Name": "InferenceComponentName", "Value": component.name}]))
+
+
+def step_from_zero(sagemaker_session, target: dict, policy_name: str, aggregation: str,
+                   cooldown_s: int, alarm: dict) -> None:
+    """At zero capacity target tracking has nothing to measure: a step policy adds one (copy or
+    instance) whenever the alarm (a SageMaker metric of requests that found no capacity, at or
+    above 1) goes off."""
+    from_zero = sagemaker_session.boto_session.client("application-autoscaling").put_scaling_policy(
+        **target, PolicyName=policy_name, PolicyType="StepScaling",
+        StepScalingPolicyConfiguration={
+            "AdjustmentType": "ChangeInCapacity", "MetricAggregationType": aggregation,
+            "Cooldown": cooldown_s, "StepAdjustments": [{"MetricIntervalLowerBound": 0,
+                                                         "ScalingAdjustment": 1}]})
+    sagemaker_session.boto_session.client("cloudwatch").put_metric_alarm(
+        **alarm, Namespace="AWS/SageMaker", Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="missing",
         AlarmActions=[from_zero["PolicyARN"]])
 
 
@@ -332,18 +340,10 @@ def autoscale_async(sagemaker_session, endpoint: str, maximum: int, backlog: int
                 "Dimensions": [{"Name": "EndpointName", "Value": endpoint}],
                 "Statistic": "Average"},
             "ScaleInCooldown": 600, "ScaleOutCooldown": 120})
-    from_zero = client.put_scaling_policy(
-        **target, PolicyName=f"{endpoint}-from-zero", PolicyType="StepScaling",
-        StepScalingPolicyConfiguration={
-            "AdjustmentType": "ChangeInCapacity", "MetricAggregationType": "Average",
-            "Cooldown": 300, "StepAdjustments": [{"MetricIntervalLowerBound": 0,
-                                                  "ScalingAdjustment": 1}]})
-    sagemaker_session.boto_session.client("cloudwatch").put_metric_alarm(
+    step_from_zero(sagemaker_session, target, f"{endpoint}-from-zero", "Average", 300, dict(
         AlarmName=backlog_alarm_name(endpoint), MetricName="HasBacklogWithoutCapacity",
-        Namespace="AWS/SageMaker", Statistic="Average", Period=60, EvaluationPeriods=2,
-        DatapointsToAlarm=2, Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
-        TreatMissingData="missing", Dimensions=[{"Name": "EndpointName", "Value": endpoint}],
-        AlarmActions=[from_zero["PolicyARN"]])
+        Statistic="Average", Period=60, EvaluationPeriods=2, DatapointsToAlarm=2,
+        Dimensions=[{"Name": "EndpointName", "Value": endpoint}]))
 
 
 def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,13 +39,12 @@ def require_approved(sagemaker_client, arn: str) -> dict:
     return described
 
 
-def serving_container(target: common.Launch, source: ModelSource, region: str | None = None,
+def serving_container(target: common.Launch, gpu: bool, model_data_url, region: str | None = None,
                       env: dict | None = None) -> dict:
-    """The serving image on a model.tar.gz: a model's container, or a model package's."""
-    container = {"Image": common.image_uri(common.serving_image(source.gpu), target, region),
-                 "ModelDataUrl": common.uri(source.model_data, target.local),
-                 "Environment": dict(env or {})}
-    return container
+    """The serving image on a model.tar.gz's URI (a pipeline property too): a model's
+    container, or a model package's."""
+    return {"Image": common.image_uri(common.serving_image(gpu), target, region),
+            "ModelDataUrl": model_data_url, "Environment": dict(env or {})}
 
 
 # Where SageMaker scrapes the container's metrics (its default, stated).
@@ -66,7 +65,9 @@ def create_model(target: common.Launch, sagemaker_session, source: ModelSource,
         request["Containers"] = [container]
         base = "byoc-package"
     else:
-        container = serving_container(target, source, sagemaker_session.boto_region_name, env)
+        container = serving_container(target, source.gpu,
+                                      common.uri(source.model_data, target.local),
+                                      sagemaker_session.boto_region_name, env)
         if not target.local:  # local mode's engine takes the image, the data and the env
             container["ContainerMetricsConfig"] = CONTAINER_METRICS
         request["PrimaryContainer"] = container

@@ -197,19 +197,11 @@ def delete_monitoring_schedules(client, endpoint: str, timeout_s: float = 600) -
         EndpointName=endpoint)["MonitoringScheduleSummaries"]]
     for name in names:
         client.delete_monitoring_schedule(MonitoringScheduleName=name)
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
     for name in names:
-        while True:
-            try:
-                client.describe_monitoring_schedule(MonitoringScheduleName=name)
-            except ClientError as e:
-                if e.response["Error"]["Code"] == "ResourceNotFound":
-                    break
-                raise
-            if time.monotonic() > deadline:
-                raise SystemExit(f"monitoring schedule {name} is still being deleted after "
-                                 f"{timeout_s:.0f} s: run this again later")
-            time.sleep(5)
+        common.wait_until_gone(
+            lambda: client.describe_monitoring_schedule(MonitoringScheduleName=name),
+            f"monitoring schedule {name}", started, timeout_s, poll_s=5)
     return [f"monitoring schedule {name}" for name in names]
 
 
@@ -232,10 +224,7 @@ def delete_drift_monitor(sagemaker_session, endpoint: str) -> list[str]:
     except ClientError as e:
         if e.response["Error"]["Code"] not in ("ResourceNotFound", "ValidationException"):
             raise
-    cloudwatch = boto.client("cloudwatch")
-    if cloudwatch.describe_alarms(AlarmNames=[alarm_name(endpoint)])["MetricAlarms"]:
-        cloudwatch.delete_alarms(AlarmNames=[alarm_name(endpoint)])
-        deleted.append(f"alarm {alarm_name(endpoint)}")
+    deleted += common.delete_alarm(boto.client("cloudwatch"), alarm_name(endpoint))
     return deleted + delete_monitoring_schedules(client, endpoint)
 
 

@@ -32,7 +32,7 @@ import sys
 import time
 
 from scripts import common, sagemaker_train
-from scripts.sagemaker_model import ModelSource, serving_container
+from scripts.sagemaker_model import serving_container
 from scripts.sagemaker_registry import package_arguments
 
 ACCURACY = "multiclass_classification_metrics.accuracy.value"  # in evaluation.json
@@ -147,8 +147,7 @@ def build(target: common.Launch, session, spec: PipelineSpec, hyperparameters: d
                                    "evaluation")]))
     accuracy = JsonGet(step_name=evaluate.name, property_file=evaluation, json_path=ACCURACY)
 
-    container = {**serving_container(target, ModelSource(model_data="s3://", gpu=resources.gpu),
-                                     region), "ModelDataUrl": model_data}
+    container = serving_container(target, resources.gpu, model_data, region)
     if target.local:  # local pipelines have no model registry: the passing branch makes the model
         passed = ModelStep(name="CreateModel",
                            step_args=create_model_step_arguments(session, container, role))

@@ -54,7 +54,8 @@ def register(target: common.Launch, sagemaker_session, source: ModelSource, grou
     """A new PendingManualApproval version of the group (made when missing); its ARN."""
     from sagemaker.core.model_registry import create_model_package_from_containers
 
-    container = serving_container(target, source, sagemaker_session.boto_region_name)
+    container = serving_container(target, source.gpu, common.uri(source.model_data, False),
+                                  sagemaker_session.boto_region_name)
     package = create_model_package_from_containers(sagemaker_session, **package_arguments(
         container, group, source.gpu, evaluation_uri, f"model.tar.gz {source.model_data}"))
     return package["ModelPackageArn"]

@@ -122,16 +122,15 @@ def test_metrics_add_up_across_worker_processes(trained_model, small_data_master
         assert counts[("200", "/invocations")] == 30 and counts[("400", "/invocations")] == 10
 
 
-def test_a_ping_answers_at_once_while_invocations_queue_for_the_cores(trained_model, phone_photo,
-                                                                       tmp_path):
-    """SageMaker pings a busy endpoint too: a /ping must not wait behind the invocations queued
-    for the cores (serve/cores.py), which wait in arrival order, each answered."""
+def probe_while_invocations_queue(model_dir, photo: bytes, log_path, path: str) -> dict:
+    """GET path of a one-worker, one-core server while 16 invocations of photo queue for the
+    core, and once more when all are answered: {"probe", "probed_at", "done_then", "statuses",
+    "finished", "after"}."""
     from concurrent.futures import ThreadPoolExecutor
 
-    log_file = open(tmp_path / "server.log", "w+")
-    process, url = start(trained_model, output=log_file, SAGEMAKER_MODEL_SERVER_WORKERS="1",
+    log_file = open(log_path, "w+")
+    process, url = start(model_dir, output=log_file, SAGEMAKER_MODEL_SERVER_WORKERS="1",
                          BYOC_PARALLEL_REQUESTS="1")
-    photo = phone_photo["baseline"]  # decodes in about 0.1 s: 16 of them queue for a while
     finished = []
 
     def invoke(_) -> int:
@@ -145,15 +144,29 @@ def test_a_ping_answers_at_once_while_invocations_queue_for_the_cores(trained_mo
         with ThreadPoolExecutor(16) as pool:
             statuses = pool.map(invoke, range(16))
             time.sleep(0.3)  # all sent, most waiting for the core
-            ping = requests.get(f"{url}/ping", timeout=30)
-            pinged, done_then = time.perf_counter(), len(finished)
+            probe = requests.get(f"{url}{path}", timeout=30)
+            probed_at, done_then = time.perf_counter(), len(finished)
             statuses = list(statuses)
+        after = requests.get(f"{url}{path}", timeout=30)
     finally:
         process.terminate()
         process.wait(timeout=30)
-    assert ping.status_code == 200 and statuses == [200] * 16
-    assert done_then <= 8, f"/ping waited until {done_then} of 16 invocations were answered"
-    assert max(finished) - pinged > 0.5  # the queue was still long when /ping answered
+    return {"probe": probe, "probed_at": probed_at, "done_then": done_then,
+            "statuses": statuses, "finished": finished, "after": after}
+
+
+def test_a_ping_answers_at_once_while_invocations_queue_for_the_cores(trained_model, phone_photo,
+                                                                       tmp_path):
+    """SageMaker pings a busy endpoint too: a /ping must not wait behind the invocations queued
+    for the cores (serve/cores.py), which wait in arrival order, each answered."""
+    # the photo decodes in about 0.1 s: 16 of them queue for a while
+    run = probe_while_invocations_queue(trained_model, phone_photo["baseline"],
+                                        tmp_path / "server.log", "/ping")
+    assert run["probe"].status_code == 200 and run["statuses"] == [200] * 16
+    assert run["done_then"] <= 8, (
+        f"/ping waited until {run['done_then']} of 16 invocations were answered")
+    # the queue was still long when /ping answered
+    assert max(run["finished"]) - run["probed_at"] > 0.5
 
 
 def test_sagemakers_scraper_gets_prometheus_text_while_invocations_queue(trained_model,
@@ -162,39 +175,18 @@ def test_sagemakers_scraper_gets_prometheus_text_while_invocations_queue(trained
     scrapes GET /metrics on 8080 every 60 s, busy or not. Under a queue of invocations, a scrape
     must not wait behind them (as /ping does not), and must be Prometheus text that counts
     what was answered."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from prometheus_client.parser import text_string_to_metric_families
 
-    log_file = open(tmp_path / "server.log", "w+")
-    process, url = start(trained_model, output=log_file, SAGEMAKER_MODEL_SERVER_WORKERS="1",
-                         BYOC_PARALLEL_REQUESTS="1")
-    photo = phone_photo["baseline"]
-    finished = []
-
-    def invoke(_) -> int:
-        status = requests.post(f"{url}/invocations", data=photo, timeout=60,
-                               headers={"Content-Type": "image/jpeg"}).status_code
-        finished.append(time.perf_counter())
-        return status
-
-    try:
-        wait_ready(process, url, log_file)
-        with ThreadPoolExecutor(16) as pool:
-            statuses = pool.map(invoke, range(16))
-            time.sleep(0.3)  # all sent, most waiting for the core
-            scrape = requests.get(f"{url}/metrics", timeout=30)
-            scraped, done_then = time.perf_counter(), len(finished)
-            statuses = list(statuses)
-        after = requests.get(f"{url}/metrics", timeout=30).text
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    assert scrape.status_code == 200 and statuses == [200] * 16
+    run = probe_while_invocations_queue(trained_model, phone_photo["baseline"],
+                                        tmp_path / "server.log", "/metrics")
+    scrape = run["probe"]
+    assert scrape.status_code == 200 and run["statuses"] == [200] * 16
     assert scrape.headers["Content-Type"].startswith("text/plain")  # Prometheus text format
-    assert done_then <= 8, f"/metrics waited until {done_then} of 16 invocations were answered"
-    assert max(finished) - scraped > 0.5  # the queue was still long when it answered
-    families = {family.name: family for family in text_string_to_metric_families(after)}
+    assert run["done_then"] <= 8, (
+        f"/metrics waited until {run['done_then']} of 16 invocations were answered")
+    # the queue was still long when it answered
+    assert max(run["finished"]) - run["probed_at"] > 0.5
+    families = {family.name: family for family in text_string_to_metric_families(run["after"].text)}
     answered = {s.labels.get("status"): s.value for s in families["byoc_requests"].samples
                 if s.name == "byoc_requests_total" and s.labels.get("route") == "/invocations"}
     assert answered["200"] == 16
