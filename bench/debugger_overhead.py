@@ -79,7 +79,7 @@ def step_times(arch: str, setup: str, batch: int, steps: int, device) -> list[fl
             hook = debug_hook.create("on", model, criterion, Path(tmp) / "tensors")
             debug_hook.set_mode(hook, "train")
         recorder = Recorder(Path(tmp) / "tensorboard" if setup == "record" else None, model, 133)
-        recorder.start(fresh=True)
+        recorder.start()
         timer = profiler.Profiler(setup != "baseline", interval=1.0).start()
         times = []
         for number, _ in enumerate(timer.timed(range(steps + 1), epoch=1), start=1):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -43,11 +44,13 @@ def sagemaker_interval(path: Path = SAGEMAKER_PROFILER_CONFIG) -> float | None:
 
 
 class SystemSampler:
-    """A daemon thread that samples the machine; samples: list of dicts."""
+    """A daemon thread that samples the machine; samples: list of dicts, each with the global
+    training step in progress when it was taken ("step", which the training loop moves on)."""
 
     def __init__(self, interval: float = 1.0, gpus: list[int] | None = None):
         self.interval, self.gpus = interval, gpus or []
         self.samples: list[dict] = []
+        self.step = 1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="system-sampler", daemon=True)
         self._nvml = None
@@ -79,7 +82,7 @@ class SystemSampler:
                 rss += p.memory_info().rss
             except psutil.Error:
                 pass
-        sample = {"t": round(time.monotonic() - self._started, 3),
+        sample = {"t": round(time.monotonic() - self._started, 3), "step": self.step,
                   "cpu_percent": psutil.cpu_percent(),
                   "memory_percent": psutil.virtual_memory().percent,
                   "process_rss_mb": rss / 2**20}
@@ -112,6 +115,7 @@ class Profiler:
     def __init__(self, enabled: bool, *, interval: float = 1.0, gpus: list[int] | None = None,
                  trace_dir: Path | None = None, trace_steps: int = 0):
         self.enabled = enabled
+        self.on_gpu = bool(gpus)
         self.steps: list[dict] = []
         self.sampler = SystemSampler(interval, gpus) if enabled else None
         self.trace_dir, self.trace_steps = trace_dir, trace_steps if enabled else 0
@@ -119,13 +123,19 @@ class Profiler:
         self._ready = None
         self._drained = (0, 0)  # steps and samples already handed to the record
 
-    def start(self) -> Profiler:
+    def start(self, first_step: int = 1) -> Profiler:
+        """first_step: the global step training starts from (where a resumed job goes on)."""
         if self.sampler:
+            self.sampler.step = first_step
             self.sampler.start()
         if self.trace_steps and self.trace_dir:
             import torch
 
             self.trace_dir.mkdir(parents=True, exist_ok=True)
+            if not self.on_gpu:
+                # Kineto asks for the GPUs when it writes the trace and logs an ERROR line when
+                # there are none (gpuGetDeviceCount failed with code 35): not one on a CPU run.
+                os.environ.setdefault("KINETO_LOG_LEVEL", "5")
             # Skip the first step (warm-up, worker start), warm up one, record trace_steps.
             self._trace = torch.profiler.profile(
                 schedule=torch.profiler.schedule(wait=1, warmup=1, active=self.trace_steps,
@@ -158,6 +168,8 @@ class Profiler:
         self.steps.append({"epoch": epoch, "step": step, "loss": loss,
                            "wait_s": ready - asked, "compute_s": done - ready})
         self._ready = None
+        if self.sampler:
+            self.sampler.step = step + 1
         if self._trace is not None:
             self._trace.step()
             self._trace_left -= 1
@@ -165,13 +177,11 @@ class Profiler:
                 self._stop_trace()
 
     def drain(self) -> tuple[list[dict], list[dict]]:
-        """The steps and system samples (with their index) not yet drained."""
+        """The steps and system samples not yet drained."""
         steps_seen, samples_seen = self._drained
-        samples = self.sampler.samples if self.sampler else []
-        new_samples = [{**s, "index": i} for i, s in enumerate(samples[samples_seen:],
-                                                               start=samples_seen)]
+        samples = list(self.sampler.samples) if self.sampler else []
         self._drained = (len(self.steps), len(samples))
-        return self.steps[steps_seen:], new_samples
+        return self.steps[steps_seen:], samples[samples_seen:]
 
     def _stop_trace(self) -> None:
         if self._trace is not None:

@@ -7,20 +7,33 @@ uploads while the job runs: its managed TensorBoard shows the job live). By glob
 
   every step                  loss/train (the training criterion, label smoothing included), lr
   every step                  classes/labels, classes/mispredicted: histograms over class indices
-  every `interval` steps, and each of the first FIRST_STEPS:
+  every step under fp16 loss scaling (GradScaler: a T4, the default ml.g4dn):
+    amp/loss_scale            the scale the step's gradients were computed at
+    amp/overflow              at a step the scaler skipped (its gradients held inf or NaN), the
+                              scale that overflowed; the weights did not move, so the step's
+                              tensor statistics below are left out
+  every `interval` steps, and each of the first FIRST_STEPS (but a step the scaler skipped):
     gradient/<param>/mean_abs, gradient/<param>/max_abs    each trained parameter
     weight/<param>/norm, weight/<param>/max_abs
     update_ratio/<param>      |W after - W before| / |W before| across that optimizer step
                               (weights only: a bias starts at 0)
     relu_input/<module>/variance, relu_input/<module>/spread (5th to 95th percentile)
     relu_activity/<module>    histogram: the share of inputs (%) on which each unit is positive
-    saturation_input/<module> histogram of |input| of each tanh and sigmoid
-  every epoch                 loss/valid_pass, the training criterion over the validation set
-                              (at the epoch's last step: overfit compares it with loss/train);
-                              epoch/{train_loss, train_acc, valid_loss, valid_acc} by epoch
-  by the profiler             step/{wait_s, compute_s, epoch} per step; system/<metric> per
-                              sample (by sample, seconds apart); torch.profiler's trace
+    saturation_input/{tanh,sigmoid}/<module>  histogram of |input| of each tanh and sigmoid
+  every epoch, at its last step:
+    loss/valid_pass           the training criterion over the validation set (overfit compares
+                              it with loss/train)
+    epoch/{train_loss, train_acc, valid_loss, valid_acc}
+  by the profiler             step/{wait_s, compute_s, epoch} per step; system/<metric> at the
+                              step in progress when the sample was taken (seconds apart: some
+                              steps have several, some none); torch.profiler's trace
                               (*.pt.trace.json, which TensorBoard's PyTorch profiler plugin reads)
+
+Every tag is on the one axis of global training steps, so that a restart can take back what it
+will write again: a job resumed from the checkpoint of step S (a spot restart, after SIGTERM or
+SIGKILL) opens its writer with purge_step S + 1, which writes a SessionLog.START that makes
+TensorBoard's reader drop every event of step S + 1 and later from the files before it. Each
+step is then recorded once, as the reader sees it.
 
 A module called twice in one forward pass (torchvision's blocks reuse their ReLU) is recorded
 as <module> and <module>#2. NaN and infinity are recorded as they are: exploding_tensor
@@ -60,18 +73,20 @@ class Recorder:
         self._tensor_step = False
         self._calls: dict[str, int] = {}
         self._before: list[torch.Tensor] | None = None
+        self._pending: list[tuple[str, torch.Tensor]] = []  # statistics held for after_update
         self._handles = []
 
-    def start(self, fresh: bool) -> "Recorder":
-        """fresh: a new run, whose folder must not hold an earlier run's record (a resumed job
-        appends; TensorBoard's reader drops what a restart wrote again)."""
+    def start(self, resumed_at: int | None = None) -> "Recorder":
+        """resumed_at: the global step of the checkpoint a resumed job continues from; its
+        record is appended to, and what the interrupted run wrote after that step is purged.
+        None: a new run, whose folder must not hold an earlier run's record."""
         if not self.enabled:
             return self
         from torch.utils.tensorboard import SummaryWriter
 
         logging.getLogger("tensorboard").setLevel(logging.WARNING)  # a line per read otherwise
 
-        if fresh and self.logdir.exists():
+        if resumed_at is None and self.logdir.exists():
             stale = list(self.logdir.glob(EVENT_FILE_PATTERN)) + list(
                 self.logdir.glob("*.pt.trace.json"))
             if stale:
@@ -80,7 +95,8 @@ class Recorder:
                 for path in stale:
                     path.unlink()
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(self.logdir), flush_secs=30)
+        self.writer = SummaryWriter(str(self.logdir), flush_secs=30,
+                                    purge_step=None if resumed_at is None else resumed_at + 1)
         for name, module in self.model.named_modules():
             if isinstance(module, (nn.ReLU, nn.Tanh, nn.Sigmoid)):
                 self._handles.append(module.register_forward_pre_hook(self._activation(name)))
@@ -118,7 +134,8 @@ class Recorder:
                     self.writer.add_histogram(f"relu_activity/{tag}", activity, self._step,
                                               bins=ACTIVITY_EDGES)
                 else:
-                    self.writer.add_histogram(f"saturation_input/{tag}",
+                    kind = "tanh" if isinstance(module, nn.Tanh) else "sigmoid"
+                    self.writer.add_histogram(f"saturation_input/{kind}/{tag}",
                                               x.abs().reshape(-1).cpu().numpy(), self._step,
                                               bins=SATURATION_EDGES)
         return hook
@@ -138,7 +155,9 @@ class Recorder:
             self.writer.add_histogram("classes/mispredicted", wrong, step, bins=edges)
 
     def before_update(self, step: int) -> None:
-        """After backward, before the optimizer step: gradient and weight statistics."""
+        """After backward (with loss scaling, after the gradients were unscaled), before the
+        optimizer step: gradient and weight statistics, written by after_update once it is known
+        that the optimizer took the step."""
         if not self._tensor_step:
             return
         named = [(n, p) for n, p in self._trained() if p.grad is not None]
@@ -154,21 +173,34 @@ class Recorder:
                     grads, float("inf"))), torch.stack(torch._foreach_norm(weights, 2)),
                 torch.stack(torch._foreach_norm(weights, float("inf")))]).double().cpu()
         for i, name in enumerate(names):
-            self.writer.add_scalar(f"gradient/{name}/mean_abs", (figures[0, i] / sizes[i]).item(),
-                                   step)
-            self.writer.add_scalar(f"gradient/{name}/max_abs", figures[1, i].item(), step)
-            self.writer.add_scalar(f"weight/{name}/norm", figures[2, i].item(), step)
-            self.writer.add_scalar(f"weight/{name}/max_abs", figures[3, i].item(), step)
+            self._pending += [(f"gradient/{name}/mean_abs", figures[0, i] / sizes[i]),
+                              (f"gradient/{name}/max_abs", figures[1, i]),
+                              (f"weight/{name}/norm", figures[2, i]),
+                              (f"weight/{name}/max_abs", figures[3, i])]
         # Update ratios of weights, not biases: a bias starts at 0, so any update is "infinite".
         moved = [(n, p) for n, p in named if not n.endswith("bias")]
         self._before = [p.detach().clone() for _, p in moved]
         self._before_names = [n for n, _ in moved]
 
-    def after_update(self, step: int, lr: float) -> None:
-        """After the optimizer step: the learning rate, and how far the step moved each weight."""
+    def after_update(self, step: int, lr: float, loss_scale: float | None = None,
+                     skipped: bool = False) -> None:
+        """After the optimizer step: the learning rate, and how far the step moved each weight.
+        loss_scale: the scale of fp16 loss scaling; skipped: the scaler found inf or NaN in the
+        gradients and skipped the step (it halves the scale and tries again, which is how it
+        searches for the largest scale that fits): nothing moved, so the step is recorded as an
+        overflow and its tensor statistics are left out."""
         if not self.enabled:
             return
         self.writer.add_scalar("lr", lr, step)
+        if loss_scale is not None:
+            self.writer.add_scalar("amp/loss_scale", loss_scale, step)
+        pending, self._pending = self._pending, []
+        if skipped:
+            self.writer.add_scalar("amp/overflow", loss_scale, step)
+            self._before = None
+            return
+        for tag, value in pending:
+            self.writer.add_scalar(tag, value.item(), step)
         if self._before is None:
             return
         now = dict(self._trained())
@@ -181,15 +213,15 @@ class Recorder:
         self._before = None
 
     def epoch(self, step: int, record: dict, valid_criterion_loss: float) -> None:
-        """After an epoch's validation: its figures, and the validation loss at its last step."""
+        """After an epoch's validation: the validation loss and its figures, at its last step."""
         if not self.enabled:
             return
         self.writer.add_scalar("loss/valid_pass", valid_criterion_loss, step)
         for key in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
-            self.writer.add_scalar(f"epoch/{key}", record[key], record["epoch"])
+            self.writer.add_scalar(f"epoch/{key}", record[key], step)
 
     def profile(self, steps: list[dict], system: list[dict]) -> None:
-        """The profiler's new step timings and system samples (index = position in its lists)."""
+        """The profiler's new step timings and system samples (each at its "step")."""
         if not self.enabled:
             return
         for s in steps:
@@ -197,8 +229,8 @@ class Recorder:
                 self.writer.add_scalar(f"step/{key}", s[key], s["step"])
         for s in system:
             for key, value in s.items():
-                if key not in ("t", "index"):
-                    self.writer.add_scalar(f"system/{key}", value, s["index"])
+                if key not in ("t", "step"):
+                    self.writer.add_scalar(f"system/{key}", value, s["step"])
 
     def flush(self) -> None:
         if self.writer is not None:

@@ -104,11 +104,21 @@ class Evidence:
         raise NotImplementedError
 
     def saturation_inputs(self) -> dict[str, list[tuple[int, Histogram]]]:
-        """Per tanh or sigmoid, the histogram of |input|."""
+        """Per tanh or sigmoid, the histogram of |input|; a name that starts with tanh/ or
+        sigmoid/ says which it is (else the rule goes by "tanh" in the name, as SageMaker's)."""
         raise NotImplementedError
 
     def update_ratios(self) -> dict[str, Series]:
         raise NotImplementedError
+
+    def learning_rates(self) -> Series:
+        """The learning rate each step was given (empty when the record has none)."""
+        return []
+
+    def overflows(self) -> Series:
+        """(step, loss scale) of each step that fp16 loss scaling skipped because its gradients
+        overflowed at that scale (empty when the record has none)."""
+        return []
 
     def class_counts(self, labels_regex: str, predictions_regex: str
                      ) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -200,6 +210,12 @@ class TensorBoardRecord(Evidence):
     def update_ratios(self):
         return self.by_pattern(r"update_ratio/(.+)")
 
+    def learning_rates(self):
+        return self.scalars("lr")
+
+    def overflows(self):
+        return self.scalars("amp/overflow")
+
     def class_counts(self, labels_regex, predictions_regex):
         def per_class(histogram: Histogram) -> dict[int, float]:
             return {int(round(limit - 0.5)): count
@@ -226,12 +242,16 @@ class TensorBoardRecord(Evidence):
         steps = [{"step": step, "epoch": int(timing["epoch"].get(step, 0)), "wait_s": wait,
                   "compute_s": timing["compute_s"].get(step, 0.0)}
                  for step, wait in sorted(timing["wait_s"].items())]
-        samples: dict[int, dict] = {}
+        # Every sample writes each of its metrics once, at its step: the n-th point of every
+        # system/ tag is the n-th sample.
+        samples: list[dict] = []
         for tag in self.scalar_tags:
             if tag.startswith("system/"):
-                for index, value in self.scalars(tag):
-                    samples.setdefault(index, {})[tag[len("system/"):]] = value
-        return {"steps": steps, "system": [samples[i] for i in sorted(samples)]}
+                for n, (step, value) in enumerate(self.scalars(tag)):
+                    if n == len(samples):
+                        samples.append({"step": step})
+                    samples[n][tag[len("system/"):]] = value
+        return {"steps": steps, "system": samples}
 
 
 class NoRecord(FileNotFoundError):
@@ -384,19 +404,31 @@ def vanishing_gradient(e: Evidence, threshold: float) -> Verdict:
 
 
 def exploding_tensor(e: Evidence, only_nan: bool) -> Verdict:
+    """Under fp16 loss scaling, an overflow at a scale above 1 is the scaler's normal search
+    for its scale (the step is skipped, nothing moved, and the record leaves its tensors out);
+    an overflow at a scale of 1 or less means the gradients exceed float16's range unscaled,
+    and counts (as infinite: not with only_nan)."""
     extremes = e.extremes()
-    if not any(extremes.values()):
+    overflows = e.overflows()
+    if not any(extremes.values()) and not overflows:
         return Verdict("exploding_tensor", NO_DATA, None, "no tensors recorded")
-    bad = [(step, name) for name, series in extremes.items() for step, value in series
+    bad = [(step, f"{name} holds {'NaN' if only_nan else 'NaN or infinite'} values")
+           for name, series in extremes.items() for step, value in series
            if (np.isnan(value) if only_nan else not np.isfinite(value))]
-    kind = "NaN" if only_nan else "NaN or infinite"
+    if not only_nan:
+        bad += [(step, f"the gradients overflowed float16 at a loss scale of {scale:g}, so "
+                       "they exceed its range unscaled")
+                for step, scale in overflows if scale <= 1]
+    skipped = (f"; {len(overflows)} steps skipped by fp16 loss scaling while it searched for "
+               "its scale" if overflows else "")
     if bad:
-        step, name = min(bad)
+        step, what = min(bad)
         return found("exploding_tensor", len(bad), step,
-                     f"{name} holds {kind} values at step {step}: lower the learning rate, or "
-                     "clip gradients")
+                     f"{what} at step {step}: lower the learning rate, or clip gradients"
+                     + skipped)
+    kind = "NaN" if only_nan else "NaN or infinite"
     return Verdict("exploding_tensor", NO_ISSUES, None,
-                   f"no {kind} values in {len(extremes)} tensors")
+                   f"no {kind} values in {len(extremes)} tensors" + skipped)
 
 
 def loss_not_decreasing(e: Evidence, num_steps: int, diff_percent: float) -> Verdict:
@@ -517,7 +549,9 @@ def saturated_activation(e: Evidence, threshold_tanh: float, threshold_sigmoid: 
                        "no tanh or sigmoid inputs recorded (the network has neither)")
     hits = []
     for name, series in inputs.items():
-        limit = threshold_tanh if "tanh" in name.lower() else threshold_sigmoid
+        kind = name.split("/")[0] if name.startswith(("tanh/", "sigmoid/")) else (
+            "tanh" if "tanh" in name.lower() else "sigmoid")
+        limit = threshold_tanh if kind == "tanh" else threshold_sigmoid
         for step, histogram in series:
             saturated = 100 * histogram.share_above(limit)
             if saturated > threshold_layer:
@@ -529,23 +563,44 @@ def saturated_activation(e: Evidence, threshold_tanh: float, threshold_sigmoid: 
     return Verdict("saturated_activation", NO_ISSUES, None, f"{len(inputs)} inputs unsaturated")
 
 
+# A step whose learning rate is below this share of the run's peak (warm-up, a decayed tail) is
+# asked by its schedule for tiny updates: weight_update_ratio does not call them too small.
+SCHEDULED_SMALL_STEPS = 0.01
+
+
 def weight_update_ratio(e: Evidence, large_threshold: float, small_threshold: float,
                         epsilon: float) -> Verdict:
+    """SageMaker's limits, with one difference: an update is judged too small only at a step
+    whose learning rate is at least SCHEDULED_SMALL_STEPS of the run's peak. At the tail of a
+    cosine schedule a weight near 1 moves by less than float32 resolves, so its ratio is
+    exactly 0: the schedule doing its job, not a stalled network. A run at lr 0 still fires."""
     ratios = e.update_ratios()
     compared = sum(len(series) for series in ratios.values())
     if not compared:
         return Verdict("weight_update_ratio", NO_DATA, None, "no weight updates recorded")
-    hits = [(step, name, ratio) for name, series in ratios.items() for step, ratio in series
-            if ratio > large_threshold or ratio < small_threshold]
+    rates = dict(e.learning_rates())
+    floor = SCHEDULED_SMALL_STEPS * max(rates.values(), default=0.0)
+
+    def asked_to_move(step: int) -> bool:
+        return rates.get(step, floor) >= floor
+
+    points = [(step, name, ratio) for name, series in ratios.items() for step, ratio in series]
+    small = [point for point in points if point[2] < small_threshold]
+    judged_small = [point for point in small if asked_to_move(point[0])]
+    hits = [point for point in points if point[2] > large_threshold] + judged_small
+    scheduled = len(small) - len(judged_small)
+    excused = (f"; {scheduled} smaller at steps whose learning rate was under "
+               f"{SCHEDULED_SMALL_STEPS:.0%} of its peak, as the schedule asked" if scheduled
+               else "")
     if hits:
         step, name, ratio = min(hits)
         size = "large" if ratio > large_threshold else "small"
         return found("weight_update_ratio", len(hits), step,
                      f"{name}'s update/weight ratio {ratio:.3g} is too {size} at step {step} "
                      f"(limits {small_threshold:g}..{large_threshold:g}; {len(hits)} of "
-                     f"{compared} updates)")
+                     f"{compared} updates{excused})")
     return Verdict("weight_update_ratio", NO_ISSUES, None,
-                   f"{compared} updates within {small_threshold:g}..{large_threshold:g}")
+                   f"{compared} updates within {small_threshold:g}..{large_threshold:g}{excused}")
 
 
 def class_imbalance(e: Evidence, threshold_imbalance: float, threshold_misprediction: float,

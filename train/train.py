@@ -62,6 +62,8 @@ class Precision:
     8.0+: A10G, L4, A100, H100), else float16 with loss scaling (T4, the default ml.g4dn; V100).
     torch.cuda.is_bf16_supported() says yes on a T4 too, where bfloat16 is slowly emulated."""
     dtype: torch.dtype | None = None  # None: float32 throughout
+    device_type: str = "cuda"
+    initial_loss_scale: float = 2.0 ** 16  # GradScaler's own default
 
     @classmethod
     def choose(cls, device: torch.device, amp: bool) -> "Precision":
@@ -78,7 +80,12 @@ class Precision:
     def autocast(self):
         if self.dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.dtype)
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """GradScaler, which does nothing unless the loss is scaled."""
+        return torch.amp.GradScaler(self.device_type, init_scale=self.initial_loss_scale,
+                                    enabled=self.loss_scaling)
 
 
 @dataclass
@@ -163,14 +170,7 @@ def train_one_epoch(training: Training) -> list[float]:
                                      f"step {step}: lower lr (now {t.config.lr}) or check the data")
         t.optimizer.zero_grad(set_to_none=True)
         t.scaler.scale(loss).backward()
-        if t.precision.loss_scaling and t.recorder.records_tensors(global_step):
-            t.scaler.unscale_(t.optimizer)  # the record's gradients as the optimizer sees them
-        t.recorder.before_update(global_step)
-        lr = t.scheduler.get_last_lr()[-1]
-        t.scaler.step(t.optimizer)
-        t.scaler.update()
-        t.scheduler.step()
-        t.recorder.after_update(global_step, lr)
+        optimizer_step(t, global_step)
         progress.steps = global_step
         t.profiler.end_step(global_step, loss_value)
         n = len(labels)
@@ -190,6 +190,24 @@ def train_one_epoch(training: Training) -> list[float]:
                 f"training was stopped by SIGTERM during epoch {epoch}; a checkpoint was saved. "
                 "Run the same job again (a spot restart does) to resume.")
     return ctx.all_sum(sums)
+
+
+def optimizer_step(training: Training, global_step: int) -> None:
+    """The optimizer's step through the scaler, recorded around it. Under fp16 loss scaling the
+    scaler skips a step whose gradients overflowed and halves its scale (the first steps of a
+    run often do, from 65536): the record then leaves the step's tensor statistics out, since
+    nothing moved, and notes the overflow (debugger/record.py)."""
+    t = training
+    scale = t.scaler.get_scale() if t.precision.loss_scaling else None
+    if scale is not None and t.recorder.records_tensors(global_step):
+        t.scaler.unscale_(t.optimizer)  # the record's gradients as the optimizer sees them
+    t.recorder.before_update(global_step)
+    lr = t.scheduler.get_last_lr()[-1]
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    t.scheduler.step()
+    skipped = scale is not None and t.scaler.get_scale() < scale  # the scaler backed off
+    t.recorder.after_update(global_step, lr, loss_scale=scale, skipped=skipped)
 
 
 def evaluate(training: Training, loader) -> tuple[float, float, float]:
@@ -331,7 +349,7 @@ def setup(config: TrainConfig, paths: Paths, ctx: distributed.Context, data: Dat
         config=config, paths=paths, ctx=ctx, data=data, model=model, net=net,
         normalizer=normalizer, criterion=criterion, optimizer=optimizer,
         scheduler=make_scheduler(optimizer, config, len(data.train)),
-        scaler=torch.amp.GradScaler("cuda", enabled=precision.loss_scaling),
+        scaler=precision.scaler(),
         precision=precision, hook=hook,
         recorder=Recorder(paths.tensorboard_dir if ctx.is_main else None, model, num_classes,
                           config.record_interval),
@@ -398,8 +416,8 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
     data = load_data(config, ctx, splits, paths.cache_dir)
     training = setup(config, paths, ctx, data, model, head_name)
     resumed = resume(training)
-    training.recorder.start(fresh=not resumed)
-    training.profiler.start()
+    training.recorder.start(resumed_at=training.progress.steps if resumed else None)
+    training.profiler.start(first_step=training.progress.steps + 1)
     try:
         fit(training)
     except BaseException as e:

@@ -36,12 +36,16 @@ def test_every_job_writes_the_tensorboard_record_and_judges_the_rules(demo_job):
     assert not (job / "output" / "tensors").exists()  # no smdebug without SageMaker's hook
     record = job / "output" / "tensorboard"  # TensorBoardOutputConfig's LocalPath
     events = event_accumulator.EventAccumulator(str(record)).Reload()
-    assert len(events.Scalars("loss/train")) == 20 * (240 // 32)  # every step: 20 epochs
+    epochs = int(DEMO_HYPERPARAMETERS["epochs"])
+    assert len(events.Scalars("loss/train")) == epochs * (240 // 32)  # every step
     assert list(record.glob("*.pt.trace.json"))  # torch.profiler's trace, for its plugin
     verdicts = {v["rule"]: v for v in json.loads((job / "output/data/rule_report.json").read_text())}
     assert len(verdicts) == 16 and verdicts["exploding_tensor"]["status"] == "NoIssuesFound"
+    # The demo trains as long as its data needs: a newcomer's first run reports no issue (longer,
+    # loss_not_decreasing and overtraining rightly say it trains on past convergence).
+    assert [rule for rule, v in verdicts.items() if v["status"] == "IssuesFound"] == []
     metrics = parse_metrics(log)
-    assert len(metrics["rule:exploding_tensor"]) == 20 + 1  # every epoch, and at the end
+    assert len(metrics["rule:exploding_tensor"]) == epochs + 1  # every epoch, and at the end
     assert metrics["rule:overtraining"][-1] == verdicts["overtraining"]["issues"]
     report = (job / "output" / "data" / "training_report.html").read_text()
     assert report.count('class="plot"') == 4
