@@ -15,10 +15,13 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+
+from util.s3 import split_s3_uri
 
 LOCAL_ROLE = "arn:aws:iam::111111111111:role/service-role/byoc-local"
 ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/.+")
@@ -62,14 +65,77 @@ def role(target: Launch) -> str:
                      "role SageMaker assumes to read your data and images (README: Run it on AWS)")
 
 
+NO_CREDENTIALS = ("no AWS credentials: run `aws configure` (or `aws sso login` for IAM "
+                  "Identity Center), or set AWS_PROFILE to a profile that has them")
+NO_REGION = ("no AWS region: pass --region (for example --region us-east-1), or set one with "
+             "`aws configure` (or AWS_DEFAULT_REGION, or AWS_PROFILE for a profile that has one)")
+REFUSED_CREDENTIALS = ("AWS refused the credentials ({code}): they are expired or wrong; run "
+                       "`aws configure` (or `aws sso login`), or set AWS_PROFILE to another "
+                       "profile")
+CREDENTIAL_ERROR_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId",
+                          "UnrecognizedClientException", "InvalidAccessKeyId",
+                          "SignatureDoesNotMatch", "RequestExpired"}
+
+
+def aws_session(region: str | None) -> boto3.Session:
+    """A boto3 session for AWS, checked before any request: SystemExit with what to set up when
+    there is no region or no credentials (what a new user meets before `aws configure`)."""
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        boto_session = boto3.Session(region_name=region)
+    except ProfileNotFound as e:
+        raise SystemExit(f"{e}: run `aws configure --profile {e.kwargs.get('profile')}`, or "
+                         "set AWS_PROFILE to a profile you have") from None
+    if not boto_session.region_name:
+        raise SystemExit(NO_REGION)
+    if boto_session.get_credentials() is None:
+        raise SystemExit(NO_CREDENTIALS)
+    return boto_session
+
+
+def entry_point(main: Callable[[], int]) -> int:
+    """What `python -m scripts.X` runs: main, with AWS's set-up errors that only a request can
+    reveal (an expired SSO token, refused keys) as one line that says what to do."""
+    from botocore.exceptions import (ClientError, NoCredentialsError, NoRegionError,
+                                     PartialCredentialsError, TokenRetrievalError)
+
+    try:
+        return main()
+    except (NoCredentialsError, PartialCredentialsError, TokenRetrievalError) as e:
+        raise SystemExit(f"{e}; {NO_CREDENTIALS}") from None
+    except NoRegionError:
+        raise SystemExit(NO_REGION) from None
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code not in CREDENTIAL_ERROR_CODES:
+            raise
+        raise SystemExit(REFUSED_CREDENTIALS.format(code=code)) from None
+
+
+def check_s3_uri(flag: str, value: str | None, local: bool = False,
+                 local_mode: bool = True) -> None:
+    """A location that must be on S3, checked before any AWS call: SystemExit naming the flag.
+    local: the run is in local mode, where a local path may stand in; local_mode: the script
+    has one (its message then says so)."""
+    if value is None or (local and not value.startswith("s3:")):
+        return
+    try:
+        split_s3_uri(value)
+    except ValueError:
+        hint = ("; a folder or file on this machine: upload it first (scripts/upload_data.py), "
+                "or use --local" if local_mode and not value.startswith("s3:") else "")
+        raise SystemExit(f"{flag} {value!r} is not an S3 location: write "
+                         f"s3://BUCKET/PREFIX{hint}") from None
+
+
 def session(target: Launch):
     """SDK v3's Session for AWS, or its LocalSession (the local engine) for --local."""
     if target.local:
         return local_session(target.region)
     from sagemaker.core.helper.session_helper import Session
 
-    return Session(boto_session=boto3.Session(region_name=target.region),
-                   sagemaker_config=OFFLINE_CONFIG)
+    return Session(boto_session=aws_session(target.region), sagemaker_config=OFFLINE_CONFIG)
 
 
 def offline_environment(region: str | None = None) -> str:
@@ -102,8 +168,7 @@ def pipeline_session(local: bool, region: str | None = None):
         return offline_pipeline_session(region)
     from sagemaker.core.workflow.pipeline_context import PipelineSession
 
-    return PipelineSession(boto_session=boto3.Session(region_name=region),
-                           sagemaker_config=OFFLINE_CONFIG)
+    return PipelineSession(boto_session=aws_session(region), sagemaker_config=OFFLINE_CONFIG)
 
 
 def offline_pipeline_session(region: str | None = None):

@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="largest multi-record request (MaxPayloadInMB)")
     common.add_gpu_argument(parser)
     args = parser.parse_args(argv)
+    common.check_s3_uri("--model-data", args.model_data, args.local)
+    common.check_s3_uri("--output", args.output, args.local)
+    common.check_s3_uri("--images", args.images, local=True)  # a folder is uploaded on AWS too
     target = common.launch(args)
 
     sagemaker_session = common.session(target)
@@ -251,4 +254,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.entry_point(main))

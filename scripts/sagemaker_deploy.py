@@ -449,19 +449,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--serverless runs on AWS, on CPUs only")
     if args.async_output and (args.local or args.serverless):
         parser.error("--async-output runs on AWS, on instances (not --local or --serverless)")
-    if args.async_output and not args.async_output.startswith("s3://"):
-        parser.error("--async-output must be an s3:// prefix")
     if args.capture and (args.local or args.serverless):
         parser.error("--capture runs on AWS, on instance endpoints (serverless endpoints and "
                      "local mode have no data capture)")
-    if args.capture and not args.capture.startswith("s3://"):
-        parser.error("--capture must be an s3:// prefix")
     if not 1 <= args.capture_percent <= 100:
         parser.error(f"--capture-percent {args.capture_percent}: give 1 to 100")
     if args.model_package and args.local:
         parser.error("--model-package runs on AWS (local mode has no model registry): use "
                      "--model-data with the version's model.tar.gz")
     check_component_flags(parser, args)
+    common.check_s3_uri("--model-data", args.model_data, args.local)
+    common.check_s3_uri("--async-output", args.async_output, local_mode=False)
+    common.check_s3_uri("--capture", args.capture, local_mode=False)
     target = common.launch(args)
     source, instances, serverless, asynchronous, capture, component = specs(args)
     sagemaker_session = common.session(target)
@@ -491,4 +490,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.entry_point(main))

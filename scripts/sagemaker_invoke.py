@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.async_input and args.inference_component:
         parser.error("--async-input and --inference-component: asynchronous endpoints have no "
                      "inference components")
+    common.check_s3_uri("--async-input", args.async_input, local_mode=False)
     target = common.launch(args)
     sagemaker_session = common.session(target)
     runtime = sagemaker_session.sagemaker_runtime_client
@@ -129,4 +130,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.entry_point(main))

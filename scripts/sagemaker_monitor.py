@@ -287,12 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         if not args.local:
             parser.error("run is for --local; on AWS: create (the schedule starts it)")
+        for flag, value in (("--model-data", args.model_data), ("--capture", args.capture),
+                            ("--output", args.output)):
+            common.check_s3_uri(flag, value, local=True)
         return run_local(args)
     if args.local:
         parser.error("schedules run on AWS; here: run --local, or python -m monitor.run")
     if args.command == "create":
-        if not args.output.startswith("s3://"):
-            parser.error("--output must be an s3:// prefix")
+        common.check_s3_uri("--output", args.output, local_mode=False)
+        common.check_s3_uri("--model-data", args.model_data, local_mode=False)
         if args.alarm_topic and not SNS_TOPIC.fullmatch(args.alarm_topic):
             parser.error(f"--alarm-topic {args.alarm_topic!r} is not an SNS topic ARN "
                          "(arn:aws:sns:<region>:<account>:<topic>)")
@@ -321,4 +324,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.entry_point(main))

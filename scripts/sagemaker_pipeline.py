@@ -256,9 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     describe.add_argument("--wait", action="store_true", help="follow it to its end")
     args = parser.parse_args(argv)
     if args.command in define:
-        if not args.data.startswith("s3://") or not args.output.startswith("s3://"):
-            parser.error("--data and --output are s3:// prefixes (a local pipeline reads the "
-                         "evaluation from S3 too: see --help)")
+        # a local pipeline too: its evaluation step reads from S3 (see --help)
+        common.check_s3_uri("--data", args.data, local_mode=False)
+        common.check_s3_uri("--output", args.output, local_mode=False)
         if args.command == "run" and not args.local:
             parser.error("run is for --local; on AWS: upsert, then start")
         if args.command == "run":
@@ -298,4 +298,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.entry_point(main))

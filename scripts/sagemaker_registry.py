@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.local:
         parser.error("the model registry runs on AWS only (SageMaker local mode has none)")
+    if args.command == "register":
+        common.check_s3_uri("--model-data", args.model_data, local_mode=False)
+        common.check_s3_uri("--metrics", args.metrics, local_mode=False)
     target = common.launch(args)
     sagemaker_session = common.session(target)
     if args.command == "register":
@@ -142,4 +145,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.entry_point(main))

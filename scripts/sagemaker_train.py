@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
                      "neither; every job evaluates the rules itself)")
     if args.output.startswith("s3://") == target.local:
         parser.error("--output is an s3:// prefix on AWS, a folder with --local")
+    common.check_s3_uri("--data", args.data, target.local)
+    common.check_s3_uri("--output", args.output, target.local)
 
     sagemaker_session = common.session(target)
     name = args.job_name or new_job_name()
@@ -359,4 +361,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.entry_point(main))

@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sagemaker-debugger and --sagemaker-profiler are not for tuning jobs: "
                      "their training job definition has no Debugger or Profiler fields (each "
                      "trial evaluates the rules itself)")
+    common.check_s3_uri("--data", args.data)
+    common.check_s3_uri("--output", args.output)
 
     sagemaker_session = common.session(target)
     search = Search(space=args.space, strategy=args.strategy, max_jobs=args.max_jobs,
@@ -139,4 +141,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.entry_point(main))

@@ -68,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("uri", help="s3://bucket/prefix")
     parser.add_argument("--region", default=None)
     args = parser.parse_args(argv)
-    counts = upload(args.data, args.uri, boto3.client("s3", region_name=args.region))
+    common.check_s3_uri("the destination", args.uri, local_mode=False)
+    counts = upload(args.data, args.uri, common.aws_session(args.region).client("s3"))
     print(f"uploaded {counts['uploaded']}, already there {counts['skipped']}: "
           f"--data {args.uri.rstrip('/')}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.entry_point(main))

@@ -381,15 +381,20 @@ def test_data_capture_records_requests_and_answers(aws, sent):
     sagemaker_cleanup.delete_endpoint(session, "dogs-captured")
 
 
+def refusal(stopped: pytest.ExceptionInfo, capsys) -> str:
+    """What the user reads of a SystemExit: argparse's error on stderr, or its message."""
+    return capsys.readouterr().err + str(stopped.value.code)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--capture", "s3://data/c", "--serverless"], "serverless endpoints and local mode"),
-    (["--capture", "data/c"], "must be an s3:// prefix"),
+    (["--capture", "data/c"], "--capture 'data/c' is not an S3 location"),
     (["--capture", "s3://data/c", "--capture-percent", "0"], "give 1 to 100"),
 ])
 def test_data_capture_arguments_are_checked(aws, capsys, argv, message):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         sagemaker_deploy.main(["--model-data", "s3://data/m.tar.gz", "--role", ROLE, *argv])
-    assert message in capsys.readouterr().err
+    assert message in refusal(stopped, capsys)
 
 
 def test_register_list_approve_and_deploy_a_version(aws, sent, capsys):
@@ -584,7 +589,7 @@ def test_the_drift_monitor_is_a_scheduled_pipeline_by_default(aws, sent, capsys)
     (["--alarm-topic", f"arn:aws:sqs:{REGION}:{ACCOUNT}:drift"], "is not an SNS topic ARN"),
     (["--alarm-topic", f"arn:aws:sns:{REGION}:{ACCOUNT}:drift", "--model-monitor"],
      "alarm on Model Monitor's own"),
-    (["--output", "monitoring/"], "--output must be an s3:// prefix"),
+    (["--output", "monitoring/"], "--output 'monitoring/' is not an S3 location"),
 ])
 def test_bad_monitor_arguments_fail_before_any_aws_call(aws, sent, capsys, argv, message):
     from scripts import sagemaker_monitor
@@ -593,10 +598,10 @@ def test_bad_monitor_arguments_fail_before_any_aws_call(aws, sent, capsys, argv,
     for flag, value in zip(argv[::2], argv[1::2]):
         base.pop(flag, None)
     sent.clear()  # what the fixtures sent setting moto up
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         sagemaker_monitor.main(["--role", ROLE, "create",
                                 *[x for kv in base.items() for x in kv], *argv])
-    assert message in capsys.readouterr().err
+    assert message in refusal(stopped, capsys)
     assert dict(sent) == {}
 
 
