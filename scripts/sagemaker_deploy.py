@@ -8,6 +8,9 @@
     python -m scripts.sagemaker_deploy --model-data s3://... --role ... --serverless --memory-mb 2048
     # asynchronous endpoint on AWS (large images, queued requests; results written to S3)
     python -m scripts.sagemaker_deploy --model-data s3://... --role ... --async-output s3://BUCKET/async
+    # multi-model endpoint on AWS: every model.tar.gz under a prefix, loaded when first asked for
+    # (sagemaker_invoke --target-model dogs-v2.tar.gz)
+    python -m scripts.sagemaker_deploy --multi-model s3://BUCKET/models/ --role ...
     # an approved version from the model registry (scripts/sagemaker_registry.py), recording a
     # fifth of the requests and answers to S3 for the drift monitor
     python -m scripts.sagemaker_deploy --model-package arn:aws:sagemaker:...:model-package/dogs/3 \
@@ -352,6 +355,9 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the training job's model.tar.gz (s3://, or a file with --local)")
     source.add_argument("--model-package",
                         help="an Approved version's ARN from the model registry (AWS only)")
+    source.add_argument("--multi-model", metavar="S3_PREFIX",
+                        help="a multi-model endpoint of every model.tar.gz under this s3:// "
+                             "prefix, each loaded when first invoked (AWS only, CPU instances)")
     parser.add_argument("--endpoint-name", default=None)
     parser.add_argument("--instance-type", default="ml.c5.xlarge")
     parser.add_argument("--instance-count", type=int, default=1)
@@ -392,8 +398,9 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
 
 def specs(args: argparse.Namespace):
     """The deploy flags as deploy() takes them."""
-    source = ModelSource(model_data=args.model_data, model_package=args.model_package,
-                         gpu=args.gpu)
+    source = ModelSource(model_data=args.model_data or args.multi_model,
+                         model_package=args.model_package, gpu=args.gpu,
+                         multi_model=bool(args.multi_model))
     instances = Instances(instance_type=args.instance_type, instance_count=args.instance_count,
                           autoscale_max=args.autoscale_max,
                           invocations_per_instance=args.invocations_per_instance)
@@ -457,8 +464,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_package and args.local:
         parser.error("--model-package runs on AWS (local mode has no model registry): use "
                      "--model-data with the version's model.tar.gz")
+    if args.multi_model and (args.local or args.serverless or args.async_output or args.gpu
+                             or args.capture or args.inference_component):
+        parser.error("--multi-model runs on AWS, on CPU instances, real-time (not with --local, "
+                     "--serverless, --async-output, --gpu, --capture or --inference-component)")
     check_component_flags(parser, args)
     common.check_s3_uri("--model-data", args.model_data, args.local)
+    common.check_s3_uri("--multi-model", args.multi_model, local_mode=False)
     common.check_s3_uri("--async-output", args.async_output, local_mode=False)
     common.check_s3_uri("--capture", args.capture, local_mode=False)
     target = common.launch(args)

@@ -3,12 +3,14 @@
     python -m scripts.sagemaker_invoke --endpoint-name dogs photo.jpg other.png [--top-k 5]
     python -m scripts.sagemaker_invoke --endpoint-name dogs --boto3 photo.jpg
     python -m scripts.sagemaker_invoke --endpoint-name dogs --inference-component dogs-model photo.jpg
+    python -m scripts.sagemaker_invoke --endpoint-name dogs-many --target-model dogs-v2.tar.gz photo.jpg
     python -m scripts.sagemaker_invoke --endpoint-name dogs-async --async-input s3://BUCKET/async/in big.jpg
 
 SDK v3's Endpoint resource (notebook style) and boto3's sagemaker-runtime invoke_endpoint both
 send the image's raw bytes with its content type (image/jpeg, image/png) and read the JSON
-answer; an endpoint of inference components is addressed by component. In local mode both go to
-the local runtime client, which speaks to the container as SageMaker does.
+answer; an endpoint of inference components is addressed by component, a multi-model endpoint
+by the model.tar.gz's path under its prefix. In local mode both go to the local runtime client,
+which speaks to the container as SageMaker does.
 """
 from __future__ import annotations
 
@@ -32,29 +34,34 @@ def content_type(path: Path) -> str:
     return guessed
 
 
-def request(path: Path, top_k: int, component: str | None = None) -> dict:
+def request(path: Path, top_k: int, component: str | None = None,
+            target_model: str | None = None) -> dict:
     """InvokeEndpoint's fields for one image, as both callers send them."""
     fields = {"ContentType": content_type(path), "Accept": JSON_TYPE,
               "CustomAttributes": f"top_k={top_k}", "Body": path.read_bytes()}
     if component:
         fields["InferenceComponentName"] = component
+    if target_model:
+        fields["TargetModel"] = target_model
     return fields
 
 
-def with_endpoint(endpoint, path: Path, top_k: int = 3, component: str | None = None) -> dict:
+def with_endpoint(endpoint, path: Path, top_k: int = 3, component: str | None = None,
+                  target_model: str | None = None) -> dict:
     """Through SDK v3's Endpoint resource (sagemaker.core.resources.Endpoint)."""
     from sagemaker.core.utils.utils import pascal_to_snake
 
-    fields = {pascal_to_snake(name): value for name, value in request(path, top_k, component).items()}
+    fields = {pascal_to_snake(name): value
+              for name, value in request(path, top_k, component, target_model).items()}
     body = endpoint.invoke(**fields).body
     return json.loads(body.read() if hasattr(body, "read") else body)
 
 
 def with_boto3(runtime_client, endpoint_name: str, path: Path, top_k: int = 3,
-               component: str | None = None) -> dict:
+               component: str | None = None, target_model: str | None = None) -> dict:
     """Through boto3's sagemaker-runtime client (or local mode's, which takes the same call)."""
     response = runtime_client.invoke_endpoint(EndpointName=endpoint_name,
-                                              **request(path, top_k, component))
+                                              **request(path, top_k, component, target_model))
     return json.loads(response["Body"].read())
 
 
@@ -100,15 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inference-component", default=None,
                         help="the endpoint's inference component to ask (sagemaker_deploy "
                              "--inference-component)")
+    parser.add_argument("--target-model", default=None, metavar="PATH",
+                        help="a multi-model endpoint's model: its model.tar.gz's path under the "
+                             "endpoint's prefix (sagemaker_deploy --multi-model)")
     parser.add_argument("--boto3", action="store_true", help="call invoke_endpoint with boto3")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--async-input", default=None, metavar="S3_PREFIX",
                         help="an asynchronous endpoint: upload each image here and wait for its answer")
     parser.add_argument("images", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    if args.async_input and args.inference_component:
-        parser.error("--async-input and --inference-component: asynchronous endpoints have no "
-                     "inference components")
+    if args.async_input and (args.inference_component or args.target_model):
+        parser.error("--async-input with --inference-component or --target-model: asynchronous "
+                     "endpoints have neither inference components nor multiple models")
     common.check_s3_uri("--async-input", args.async_input, local_mode=False)
     target = common.launch(args)
     sagemaker_session = common.session(target)
@@ -119,12 +129,14 @@ def main(argv: list[str] | None = None) -> int:
                                 args.endpoint_name, path, args.async_input, args.top_k)
         elif args.boto3 or target.local:
             answer = with_boto3(runtime, args.endpoint_name, path, args.top_k,
-                                args.inference_component)
+                                args.inference_component, args.target_model)
         else:
             from sagemaker.core.resources import Endpoint
 
-            endpoint = Endpoint.get(args.endpoint_name, session=sagemaker_session.boto_session)
-            answer = with_endpoint(endpoint, path, args.top_k, args.inference_component)
+            endpoint = Endpoint.get(args.endpoint_name, session=sagemaker_session.boto_session,
+                                    region=sagemaker_session.boto_region_name)
+            answer = with_endpoint(endpoint, path, args.top_k, args.inference_component,
+                                   args.target_model)
         show(path, answer)
     return 0
 

@@ -19,10 +19,13 @@ METRICS_PERIOD_S = 60
 @dataclass(frozen=True)
 class ModelSource:
     """What is served: a model.tar.gz (s3://, or a file in local mode) on the CPU or GPU
-    serving image, or an approved model package."""
+    serving image, or an approved model package. multi_model: model_data is an s3:// prefix of
+    model.tar.gz files, served by one multi-model endpoint (CPU only: AWS offers GPU
+    multi-model endpoints with its Triton container alone)."""
     model_data: str | None = None
     model_package: str | None = None
     gpu: bool = False
+    multi_model: bool = False
 
 
 def require_approved(sagemaker_client, arn: str) -> dict:
@@ -40,11 +43,15 @@ def require_approved(sagemaker_client, arn: str) -> dict:
 
 
 def serving_container(target: common.Launch, gpu: bool, model_data_url, region: str | None = None,
-                      env: dict | None = None) -> dict:
+                      env: dict | None = None, multi_model: bool = False) -> dict:
     """The serving image on a model.tar.gz's URI (a pipeline property too): a model's
-    container, or a model package's."""
-    return {"Image": common.image_uri(common.serving_image(gpu), target, region),
-            "ModelDataUrl": model_data_url, "Environment": dict(env or {})}
+    container, or a model package's. multi_model: the URI is a prefix of model.tar.gz files,
+    each loaded on demand (SageMaker then sets SAGEMAKER_MULTI_MODEL=true in the container)."""
+    container = {"Image": common.image_uri(common.serving_image(gpu), target, region),
+                 "ModelDataUrl": model_data_url, "Environment": dict(env or {})}
+    if multi_model:
+        container["Mode"] = "MultiModel"
+    return container
 
 
 # Where SageMaker scrapes the container's metrics (its default, stated).
@@ -67,7 +74,7 @@ def create_model(target: common.Launch, sagemaker_session, source: ModelSource,
     else:
         container = serving_container(target, source.gpu,
                                       common.uri(source.model_data, target.local),
-                                      sagemaker_session.boto_region_name, env)
+                                      sagemaker_session.boto_region_name, env, source.multi_model)
         if not target.local:  # local mode's engine takes the image, the data and the env
             container["ContainerMetricsConfig"] = CONTAINER_METRICS
         request["PrimaryContainer"] = container

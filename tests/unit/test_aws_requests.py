@@ -47,8 +47,11 @@ class Sent(dict):
 
 @pytest.fixture(autouse=True)
 def sent(monkeypatch) -> Sent:
-    """The parameters of every AWS API call the scripts make, by operation name, as botocore is
-    about to send them (whichever session the script made); stand-ins answer SageMaker's only."""
+    """The parameters of every AWS API call the scripts make, by operation name (whichever
+    session the script made). Every call goes through botocore's own path, which validates the
+    parameters against the service's model and serializes them; a stand-in answers in place of
+    the HTTP request, at botocore's before-call event, as its Stubber does."""
+    from botocore.awsrequest import AWSResponse
     from botocore.client import BaseClient
 
     calls = Sent()
@@ -58,15 +61,26 @@ def sent(monkeypatch) -> Sent:
         calls.setdefault(operation_name, []).append(params)
         service = client.meta.service_model.service_name
         answer = calls.answers.get(f"{service}:{operation_name}")  # another service's stand-in
-        if answer is not None:
-            return answer(params) if callable(answer) else answer
-        if service == "sagemaker":
+        if answer is None and service == "sagemaker":
             answer = calls.answers.get(operation_name)  # an API moto lacks: a stand-in
-            if callable(answer):
-                return answer(params)
-            if answer is not None:
-                return answer
-        return real_call(client, operation_name, params)
+        if answer is None:
+            response = real_call(client, operation_name, params)
+            if operation_name == "DescribeEndpoint" and response.get("DataCaptureConfig") == {}:
+                # moto answers an empty one, which AWS's model does not allow (its fields are
+                # required) and SDK v3's Endpoint refuses; AWS leaves it out
+                del response["DataCaptureConfig"]
+            return response
+
+        def before_call(**kwargs):  # validated and serialized by now
+            return AWSResponse("", 200, {}, None), answer(params) if callable(answer) else answer
+
+        event = (f"before-call.{client.meta.service_model.service_id.hyphenize()}."
+                 f"{operation_name}")
+        client.meta.events.register_first(event, before_call, unique_id="stand-in")
+        try:
+            return real_call(client, operation_name, params)
+        finally:
+            client.meta.events.unregister(event, unique_id="stand-in")
 
     monkeypatch.setattr(BaseClient, "_make_api_call", recording_call)
     return calls
@@ -184,14 +198,39 @@ TARGET = common.Launch(region=REGION, role=ROLE)
 MODEL_DATA = "s3://data/runs/job/output/model.tar.gz"
 
 
-def deploy(*argv: str):
-    """sagemaker_deploy's command line on the trained model; the session that cleans up."""
-    assert sagemaker_deploy.main(["--model-data", MODEL_DATA, "--role", ROLE, *argv]) == 0
+def test_a_stand_in_answers_only_what_botocore_would_send(aws, sent):
+    """An API moto lacks is answered by a stand-in after botocore validated the request against
+    the service's model: a misspelled field fails as it would on AWS."""
+    from botocore.exceptions import ParamValidationError
+
+    sent.answers["CreateInferenceComponent"] = {"InferenceComponentArn": "arn:aws:sagemaker:x"}
+    client = aws.client("sagemaker")
+    request = {"InferenceComponentName": "c", "EndpointName": "e", "VariantName": "AllTraffic",
+               "RuntimeConfig": {"CopyCount": 1}}
+    with pytest.raises(ParamValidationError, match="ComputeResourceRequirment"):
+        client.create_inference_component(**request, Specification={
+            "ModelName": "m", "ComputeResourceRequirment": {"MinMemoryRequiredInMb": 512}})
+    answered = client.create_inference_component(**request, Specification={
+        "ModelName": "m", "ComputeResourceRequirements": {"MinMemoryRequiredInMb": 512}})
+    assert answered["InferenceComponentArn"] == "arn:aws:sagemaker:x"
+
+
+def assert_detailed_observability(config: dict) -> None:
+    """Every endpoint config the kit creates states it: AWS's scrape of /metrics, each minute."""
+    assert config["MetricsConfig"] == {"EnableDetailedObservability": True,
+                                       "MetricPublishFrequencyInSeconds": 60}
+
+
+def deploy(*argv: str, model_data: str | None = MODEL_DATA):
+    """sagemaker_deploy's command line (on the trained model); the session that cleans up."""
+    source = ["--model-data", model_data] if model_data else []
+    assert sagemaker_deploy.main([*source, "--role", ROLE, *argv]) == 0
     return common.session(TARGET)
 
 
-def test_endpoint_with_autoscaling_and_its_cleanup(aws):
+def test_endpoint_with_autoscaling_and_its_cleanup(aws, sent):
     session = deploy("--endpoint-name", "dogs", "--autoscale-max", "4")
+    assert_detailed_observability(sent["CreateEndpointConfig"][0])
     sm = aws.client("sagemaker")
     config_name = sm.describe_endpoint(EndpointName="dogs")["EndpointConfigName"]
     variant = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][0]
@@ -214,9 +253,11 @@ def test_endpoint_with_autoscaling_and_its_cleanup(aws):
     assert autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
 
 
-def test_gpu_and_serverless_endpoints(aws):
+def test_gpu_and_serverless_endpoints(aws, sent):
     session = deploy("--endpoint-name", "dogs-gpu", "--gpu", "--instance-type", "ml.g4dn.xlarge")
     deploy("--endpoint-name", "dogs-serverless", "--serverless", "--memory-mb", "3072")
+    for config in sent["CreateEndpointConfig"]:
+        assert_detailed_observability(config)
     sm = aws.client("sagemaker")
     images = {}
     for name in ("dogs-gpu", "dogs-serverless"):
@@ -241,6 +282,7 @@ def test_asynchronous_endpoint_request(aws, sent):
         "OutputConfig": {"S3OutputPath": "s3://data/async/output",
                          "S3FailurePath": "s3://data/async/failures"},
         "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4}}
+    assert_detailed_observability(config)
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.c5.xlarge"
     [model] = sent["CreateModel"]
     assert model["PrimaryContainer"]["Environment"] == {
@@ -279,29 +321,37 @@ def test_an_asynchronous_endpoint_scales_to_zero_and_back_on_its_queue(aws):
         ServiceNamespace="sagemaker", ResourceIds=[resource])["ScalableTargets"] == []
 
 
-def test_asynchronous_invocation_waits_for_the_answer_in_s3(aws, tmp_path):
-    """The caller's side against moto's S3 and a stand-in runtime client that answers as SageMaker
-    does (the endpoint writes the JSON answer where OutputLocation says)."""
+ANSWER = {"predictions": [{"label": "dog", "index": 0, "probability": 0.9}]}
+
+
+def endpoint_answers(moto_url: str, kind: str, results: list[dict]) -> None:
+    """What moto's sagemaker-runtime answers next (its own API for it): kind endpoint-results or
+    async-endpoint-results."""
+    import requests
+
+    requests.post(f"{moto_url}/moto-api/static/sagemaker/{kind}", timeout=10,
+                  json={"account_id": ACCOUNT, "region": REGION, "results": results}
+                  ).raise_for_status()
+
+
+def test_asynchronous_invocation_waits_for_the_answer_in_s3(aws, sent, moto_url, tmp_path,
+                                                           capsys):
+    """sagemaker_invoke --async-input against moto: the image goes to S3, InvokeEndpointAsync
+    names it, and the answer is read where the endpoint wrote it (moto writes it to S3 as
+    SageMaker does)."""
     from scripts import sagemaker_invoke
 
     s3 = aws.client("s3")
     s3.create_bucket(Bucket="async-io", CreateBucketConfiguration={"LocationConstraint": REGION})
     image = tmp_path / "big.png"
     image.write_bytes(b"\x89PNG fake")
-
-    class Runtime:
-        def invoke_endpoint_async(self, **request):
-            self.request = request
-            s3.put_object(Bucket="async-io", Key="out/1.out", Body=b'{"predictions": [{"label": "dog", '
-                          b'"index": 0, "probability": 0.9}]}')
-            return {"OutputLocation": "s3://async-io/out/1.out", "FailureLocation": "s3://async-io/fail/1"}
-
-    runtime = Runtime()
-    answer = sagemaker_invoke.with_async(runtime, s3, "dogs-async", image, "s3://async-io/in", top_k=2)
-    assert answer["predictions"][0]["label"] == "dog"
-    assert runtime.request["ContentType"] == "image/png"
-    assert runtime.request["CustomAttributes"] == "top_k=2"
-    bucket, _, key = runtime.request["InputLocation"].removeprefix("s3://").partition("/")
+    endpoint_answers(moto_url, "async-endpoint-results", [{"data": json.dumps(ANSWER)}])
+    assert sagemaker_invoke.main(["--role", ROLE, "--endpoint-name", "dogs-async", "--top-k",
+                                  "2", "--async-input", "s3://async-io/in", str(image)]) == 0
+    assert "90.00%  dog" in capsys.readouterr().out
+    [request] = sent["InvokeEndpointAsync"]
+    assert request["ContentType"] == "image/png" and request["CustomAttributes"] == "top_k=2"
+    bucket, _, key = request["InputLocation"].removeprefix("s3://").partition("/")
     assert bucket == "async-io" and key.startswith("in/")
     assert s3.get_object(Bucket="async-io", Key=key)["Body"].read() == image.read_bytes()
 
@@ -370,6 +420,7 @@ def test_data_capture_records_requests_and_answers(aws, sent):
     session = deploy("--endpoint-name", "dogs-captured", "--capture", "s3://data/capture/",
                      "--capture-percent", "35")
     [config] = sent["CreateEndpointConfig"]
+    assert_detailed_observability(config)
     capture = config["DataCaptureConfig"]
     assert capture["EnableCapture"] is True and capture["InitialSamplingPercentage"] == 35
     assert capture["DestinationS3Uri"] == "s3://data/capture"
@@ -739,7 +790,7 @@ def test_an_inference_component_scales_to_zero_as_aws_documents_it(aws, sent, tr
     assert "ModelName" not in variant and config["ExecutionRoleArn"] == ROLE
     assert variant["ManagedInstanceScaling"] == {"Status": "ENABLED", "MinInstanceCount": 0,
                                                  "MaxInstanceCount": 2}
-    assert config["MetricsConfig"]["EnableDetailedObservability"] is True
+    assert_detailed_observability(config)
     one, two = (c["Specification"]["ComputeResourceRequirements"]
                 for c in sent["CreateInferenceComponent"])
     created = sent["CreateInferenceComponent"][0]
@@ -792,24 +843,69 @@ def test_bad_inference_component_flags_fail_before_any_aws_call(aws, sent, capsy
     assert dict(sent) == {}
 
 
-def test_invoke_addresses_an_inference_component_by_name(tmp_path):
-    import io
-
+def test_invoke_through_the_sdk_boto3_and_by_inference_component(aws, sent, moto_url, tmp_path,
+                                                                capsys):
+    """sagemaker_invoke's three real-time callers against moto's SageMaker: SDK v3's Endpoint
+    (the default), boto3's invoke_endpoint, and a component addressed by name. Each sends the
+    image's bytes with its content type and reads the JSON answer."""
     from scripts import sagemaker_invoke
 
-    class Runtime:
-        def invoke_endpoint(self, **request):
-            self.request = request
-            body = b'{"predictions": [{"label": "dog", "index": 0, "probability": 0.9}]}'
-            return {"Body": io.BytesIO(body)}
-
+    deploy("--endpoint-name", "dogs-invoked")
     image = tmp_path / "dog.png"
-    image.write_bytes(b"\x89PNG fake")
-    runtime = Runtime()
-    answer = sagemaker_invoke.with_boto3(runtime, "dogs-ic", image, top_k=1, component="dogs-model")
-    assert answer["predictions"][0]["label"] == "dog"
-    assert runtime.request["InferenceComponentName"] == "dogs-model"
-    assert runtime.request["EndpointName"] == "dogs-ic"
+    image.write_bytes(b"PNG stand-in")  # moto's runtime decodes bodies as UTF-8
+    for extra in ([], ["--boto3"], ["--inference-component", "dogs-model"]):
+        endpoint_answers(moto_url, "endpoint-results", [{
+            "Body": json.dumps(ANSWER), "ContentType": "application/json",
+            "InvokedProductionVariant": "AllTraffic", "CustomAttributes": ""}])
+        image.write_bytes(image.read_bytes() + b"x")  # a new body: moto's next answer
+        assert sagemaker_invoke.main(["--role", ROLE, "--endpoint-name", "dogs-invoked",
+                                      "--top-k", "1", *extra, str(image)]) == 0
+        assert "90.00%  dog" in capsys.readouterr().out
+        request = sent["InvokeEndpoint"][-1]
+        assert request["EndpointName"] == "dogs-invoked" and request["Body"] == image.read_bytes()
+        assert (request["ContentType"], request["Accept"], request["CustomAttributes"]) == (
+            "image/png", "application/json", "top_k=1")
+        assert request.get("InferenceComponentName") == ("dogs-model" if extra[:1] == [
+            "--inference-component"] else None)
+    assert "DescribeEndpoint" in sent  # the SDK's Endpoint resource was fetched
+
+
+def test_a_multi_model_endpoint_serves_the_models_under_its_prefix(aws, sent, moto_url, tmp_path,
+                                                                   capsys):
+    """--multi-model: one CPU endpoint for every model.tar.gz under a prefix, which SageMaker
+    loads into the container when first invoked (TargetModel: the file's path under it)."""
+    from scripts import sagemaker_invoke
+
+    session = deploy("--endpoint-name", "dogs-many", "--multi-model", "s3://data/models/",
+                     model_data=None)
+    [model] = sent["CreateModel"]
+    assert model["PrimaryContainer"]["Mode"] == "MultiModel"
+    assert model["PrimaryContainer"]["ModelDataUrl"] == "s3://data/models/"
+    assert model["PrimaryContainer"]["Image"] == f"{REGISTRY}/byoc-serve:latest"
+    [config] = sent["CreateEndpointConfig"]
+    assert_detailed_observability(config)
+    assert config["ProductionVariants"][0]["InstanceType"] == "ml.c5.xlarge"
+    endpoint_answers(moto_url, "endpoint-results", [{
+        "Body": json.dumps(ANSWER), "ContentType": "application/json",
+        "InvokedProductionVariant": "AllTraffic", "CustomAttributes": ""}])
+    photo = tmp_path / "dog.png"
+    photo.write_bytes(b"PNG stand-in")  # moto's runtime decodes bodies as UTF-8
+    assert sagemaker_invoke.main(["--role", ROLE, "--endpoint-name", "dogs-many",
+                                  "--target-model", "breeds/v2/model.tar.gz", str(photo)]) == 0
+    assert sent["InvokeEndpoint"][-1]["TargetModel"] == "breeds/v2/model.tar.gz"
+    assert "90.00%  dog" in capsys.readouterr().out
+    sagemaker_cleanup.delete_endpoint(session, "dogs-many")
+
+
+@pytest.mark.parametrize("flag", [["--gpu"], ["--serverless"], ["--local"],
+                                  ["--async-output", "s3://data/async"],
+                                  ["--inference-component", "c"]])
+def test_a_multi_model_endpoint_is_real_time_on_aws_cpus(aws, sent, capsys, flag):
+    sent.clear()
+    with pytest.raises(SystemExit):
+        sagemaker_deploy.main(["--multi-model", "s3://data/models/", "--role", ROLE, *flag])
+    assert "--multi-model runs on AWS, on CPU instances" in capsys.readouterr().err
+    assert dict(sent) == {}
 
 
 def test_the_closed_services_are_refused_for_tuning_jobs(aws, sent, capsys):
