@@ -13,14 +13,19 @@ that variable (a Flask test client, a notebook), the process' own registry answe
     byoc_inference_seconds{precision}               the network, per batch
     byoc_batch_images                               images per network run
     byoc_model_info{model, version, ...}            1 for each model served
+    byoc_requests_in_flight                         requests holding or waiting for a core,
+                                                    in every worker, at the scrape
 """
 from __future__ import annotations
 
 import os
 import time
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest, multiprocess)
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge,
+                               Histogram, generate_latest, multiprocess)
+from prometheus_client.core import GaugeMetricFamily
+
+from serve.cores import CORES
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # From a cached decode to a busy CPU's network run: 1 ms to 10 s.
@@ -39,6 +44,19 @@ BATCH_IMAGES = Histogram("byoc_batch_images", "Images per network run",
 MODEL_INFO = Gauge("byoc_model_info", "1 for each model this server serves",
                    ["model", "version", "architecture", "backend", "precision"],
                    multiprocess_mode="max")
+
+
+class InFlight:
+    """The requests that hold or wait for a core, read when scraped: serve/cores.py counts them
+    in memory that every worker shares, so any worker's scrape sees them all."""
+
+    def collect(self):
+        yield GaugeMetricFamily("byoc_requests_in_flight",
+                                "Requests holding or waiting for a core, in every worker",
+                                value=CORES.in_flight())
+
+
+REGISTRY.register(InFlight())
 
 
 def decoded(seconds: float) -> None:
@@ -65,6 +83,7 @@ def exposition() -> tuple[bytes, str]:
     if os.environ.get(MULTIPROCESS_DIR):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        registry.register(InFlight())
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
 
