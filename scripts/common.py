@@ -21,6 +21,7 @@ from pathlib import Path
 
 import boto3
 
+from scripts.platforms import instance_architecture
 from util.s3 import split_s3_uri
 
 LOCAL_ROLE = "arn:aws:iam::111111111111:role/service-role/byoc-local"
@@ -342,6 +343,9 @@ def instance_type(target: Launch, gpu: bool, on_aws: str) -> str:
     if gpu and isinstance(on_aws, str) and not GPU_INSTANCE.match(on_aws):
         raise SystemExit(f"--gpu on {on_aws}, which has no GPU: choose a GPU --instance-type "
                          "(ml.g4dn.xlarge, ml.g5.xlarge, ...)")
+    if gpu and isinstance(on_aws, str) and instance_architecture(on_aws) == "arm64":
+        raise SystemExit(f"--gpu on {on_aws}, an arm64 instance: the GPU serving image is "
+                         "x86_64 (amd64) only; choose ml.g5, ml.g6 or ml.p4d, say")
     return on_aws
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from artifact.content_types import JSONLINES_TYPE
 from artifact.preprocess import FOLDER_MAX_PIXELS, IMAGE_EXTENSIONS, decode_resized
 from scripts import common
-from scripts.sagemaker_model import ModelSource, create_model
+from scripts.sagemaker_model import ModelSource, check_architecture, create_model
 from util.progress import track
 from util.s3 import list_s3, s3_folder, split_s3_uri
 
@@ -208,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     target = common.launch(args)
 
     sagemaker_session = common.session(target)
+    source = ModelSource(model_data=args.model_data, gpu=args.gpu)
+    instance_type = common.instance_type(target, args.gpu, args.instance_type)
+    check_architecture(target, sagemaker_session, source, instance_type)  # before any upload
     s3 = sagemaker_session.boto_session.client("s3") if not target.local else None
     images = list_images(args.images, s3)
     if not images:
@@ -222,11 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             upload(folder, inputs, s3)
     print(f"{len(images)} images packed into {inputs}")
 
-    model = create_model(target, sagemaker_session,
-                         ModelSource(model_data=args.model_data, gpu=args.gpu))
+    model = create_model(target, sagemaker_session, source)
     request = transform_job(f"byoc-transform-{time.strftime('%Y%m%d-%H%M%S')}", model, inputs,
-                            results, common.instance_type(target, args.gpu, args.instance_type),
-                            args.instance_count, args.max_payload_mb)
+                            results, instance_type, args.instance_count, args.max_payload_mb)
     started = time.perf_counter()
     try:
         run_transform(sagemaker_session, request, target.local)

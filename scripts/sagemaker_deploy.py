@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from scripts import common
 from scripts.local_endpoint import wait_for_http
 from scripts.sagemaker_cleanup import backlog_alarm_name, delete_endpoint, from_zero_alarm_name
-from scripts.sagemaker_model import METRICS_PERIOD_S, ModelSource, create_model
+from scripts.sagemaker_model import (METRICS_PERIOD_S, ModelSource, check_architecture,
+                                     create_model)
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,8 @@ def deploy_component(target: common.Launch, sagemaker_session, source: ModelSour
                      instances: Instances, component: Component) -> str:
     """The endpoint, then the component on it with its copies and their autoscaling."""
     client = sagemaker_session.sagemaker_client
+    check_architecture(target, sagemaker_session, source,
+                       common.instance_type(target, source.gpu, instances.instance_type))
     requirements = component_requirements(source.model_data, source.gpu, component.cpu_cores,
                                            sagemaker_session.boto_session.client("s3"))
     model = create_model(target, sagemaker_session, source)
@@ -263,6 +266,8 @@ def deploy(target: common.Launch, sagemaker_session, source: ModelSource, name: 
     if asynchronous:
         env = {**async_env(asynchronous.max_payload_mb), **(env or {})}
     name = name or f"byoc-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_architecture(target, sagemaker_session, source, None if serverless else
+                       common.instance_type(target, source.gpu, instances.instance_type))
     model = create_model(target, sagemaker_session, source, env)
     client = sagemaker_session.sagemaker_client
     client.create_endpoint_config(**endpoint_config(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scripts import common
+from scripts import common, platforms
 
 PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
 # The container's Prometheus text, which SageMaker scrapes on 8080 every 60 s (serve/metrics.py).
@@ -40,6 +40,27 @@ def require_approved(sagemaker_client, arn: str) -> dict:
             f"model package {arn} is {status}, not Approved: only an approved version is "
             f"deployed (python -m scripts.sagemaker_registry approve {arn})")
     return described
+
+
+def check_architecture(target: common.Launch, sagemaker_session, source: ModelSource,
+                       instance_type: str | None) -> None:
+    """Before any model is made: the image that will serve source has the architecture of
+    instance_type (None: a serverless endpoint), as ECR holds it; in local mode, the local
+    image has this machine's Docker's. An unapproved package is refused first."""
+    if source.model_package:
+        described = require_approved(sagemaker_session.sagemaker_client, source.model_package)
+        image = described["InferenceSpecification"]["Containers"][0]["Image"]
+    else:
+        image = common.image_uri(common.serving_image(source.gpu), target,
+                                 sagemaker_session.boto_region_name)
+    if target.local:
+        platforms.require(image, platforms.local_architectures(image),
+                          platforms.docker_architecture(), "this machine's Docker", local=True)
+    elif ".dkr.ecr." in image:  # another registry's images cannot be read from here
+        ecr = sagemaker_session.boto_session.client("ecr")
+        platforms.require(image, platforms.ecr_architectures(image, ecr),
+                          platforms.instance_architecture(instance_type),
+                          instance_type or "a serverless endpoint")
 
 
 def serving_container(target: common.Launch, gpu: bool, model_data_url, region: str | None = None,

@@ -86,6 +86,64 @@ def sent(monkeypatch) -> Sent:
     return calls
 
 
+LIST_TYPE = "application/vnd.docker.distribution.manifest.list.v2+json"
+IMAGE_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def digest(body: bytes) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def push_image(aws, repository: str, architectures: tuple[str, ...], listed: bool = True) -> None:
+    """repository:latest in moto's ECR as a push leaves it: a manifest list of one image per
+    architecture (build_and_push.sh's CPU serving image), or one image (listed=False) whose
+    configuration blob, which says its architecture, is kept in s3://ecr-layers for
+    GetDownloadUrlForLayer's stand-in (moto stores no layers)."""
+    ecr, s3 = aws.client("ecr"), aws.client("s3")
+    if repository not in {r["repositoryName"] for r in ecr.describe_repositories()["repositories"]}:
+        ecr.create_repository(repositoryName=repository)
+    if "ecr-layers" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket="ecr-layers",
+                         CreateBucketConfiguration={"LocationConstraint": REGION})
+    images = []
+    for architecture in architectures:
+        config = json.dumps({"architecture": architecture, "os": "linux",
+                             "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        s3.put_object(Bucket="ecr-layers", Key=digest(config), Body=config)
+        image = json.dumps({"schemaVersion": 2, "mediaType": IMAGE_TYPE, "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": len(config), "digest": digest(config)}, "layers": []}).encode()
+        images.append((architecture, image))
+    if listed:
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": LIST_TYPE, "manifests": [
+            {"mediaType": IMAGE_TYPE, "size": len(image), "digest": digest(image),
+             "platform": {"architecture": architecture, "os": "linux"}}
+            for architecture, image in images]})
+    else:
+        [(_, image)] = images
+        manifest = image.decode()
+    try:
+        ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag="latest")
+    except ecr.exceptions.ImageAlreadyExistsException:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def serving_images(aws, sent):
+    """The serving images as build_and_push.sh pushes them: byoc-serve for amd64 and arm64,
+    byoc-serve-gpu for amd64 alone; ECR's GetDownloadUrlForLayer (moto lacks it) answers a
+    presigned URL of moto's S3."""
+    s3 = aws.client("s3")
+    push_image(aws, "byoc-serve", ("amd64", "arm64"))
+    push_image(aws, "byoc-serve-gpu", ("amd64",), listed=False)
+    sent.answers["ecr:GetDownloadUrlForLayer"] = lambda params: {
+        "layerDigest": params["layerDigest"], "downloadUrl": s3.generate_presigned_url(
+            "get_object", Params={"Bucket": "ecr-layers", "Key": params["layerDigest"]})}
+    sent.clear()  # what setting them up sent
+
+
 def test_training_job_request(aws, sent, capsys):
     code = sagemaker_train.main([
         "--data", "s3://data/dogs", "--output", "s3://data/runs", "--role", ROLE,
@@ -724,6 +782,23 @@ def test_the_drift_monitor_schedule_runs_the_training_image_on_the_served_model(
     sagemaker_cleanup.delete_endpoint(session, "dogs-blind")
 
 
+def endpoints_without_moto(sent: Sent) -> None:
+    """Stand-ins for the endpoint configs and endpoints that moto refuses: a config without a
+    model on its variant, and instance types its list lacks (Graviton's, ml.g6: botocore's model
+    has them)."""
+    configs, endpoints = {}, {}
+    sent.answers.update(
+        CreateEndpointConfig=lambda params: configs.update({params["EndpointConfigName"]: params})
+        or {"EndpointConfigArn": "arn:aws:sagemaker:x"},
+        DescribeEndpointConfig=lambda params: configs[params["EndpointConfigName"]],
+        CreateEndpoint=lambda params: endpoints.update({params["EndpointName"]: params})
+        or {"EndpointArn": "arn:aws:sagemaker:x"},
+        DescribeEndpoint=lambda params: {**endpoints[params["EndpointName"]],
+                                         "EndpointStatus": "InService"},
+        DeleteEndpoint=lambda params: endpoints.pop(params["EndpointName"]) and {},
+        DeleteEndpointConfig=lambda params: configs.pop(params["EndpointConfigName"]) and {})
+
+
 def test_an_inference_component_scales_to_zero_as_aws_documents_it(aws, sent, trained_model,
                                                                     tmp_path, monkeypatch):
     """--inference-component --min-copies 0: an endpoint with managed instance scaling down to
@@ -761,17 +836,7 @@ def test_an_inference_component_scales_to_zero_as_aws_documents_it(aws, sent, tr
             "PolicyARN": f"arn:aws:autoscaling:{params['ResourceId']}/{params['PolicyType']}"},
         "application-autoscaling:DeregisterScalableTarget": {}})
     # moto takes no endpoint config without a model on its variant: the endpoint's calls too
-    configs, endpoints = {}, {}
-    sent.answers.update(
-        CreateEndpointConfig=lambda params: configs.update({params["EndpointConfigName"]: params})
-        or {"EndpointConfigArn": "arn:aws:sagemaker:x"},
-        DescribeEndpointConfig=lambda params: configs[params["EndpointConfigName"]],
-        CreateEndpoint=lambda params: endpoints.update({params["EndpointName"]: params})
-        or {"EndpointArn": "arn:aws:sagemaker:x"},
-        DescribeEndpoint=lambda params: {**endpoints[params["EndpointName"]],
-                                         "EndpointStatus": "InService"},
-        DeleteEndpoint=lambda params: endpoints.pop(params["EndpointName"]) and {},
-        DeleteEndpointConfig=lambda params: configs.pop(params["EndpointConfigName"]) and {})
+    endpoints_without_moto(sent)
     sent.answers.update(
         CreateInferenceComponent=create, DescribeInferenceComponent=describe,
         ListInferenceComponents=lambda params: {"InferenceComponents": [
@@ -906,6 +971,79 @@ def test_a_multi_model_endpoint_is_real_time_on_aws_cpus(aws, sent, capsys, flag
         sagemaker_deploy.main(["--multi-model", "s3://data/models/", "--role", ROLE, *flag])
     assert "--multi-model runs on AWS, on CPU instances" in capsys.readouterr().err
     assert dict(sent) == {}
+
+
+MADE = ("CreateModel", "CreateEndpointConfig", "CreateEndpoint", "CreateTransformJob")
+
+
+@pytest.mark.parametrize("image, listed, argv, message", [
+    (("amd64",), True, ["--instance-type", "ml.c7g.xlarge"],
+     "image 123456789012.dkr.ecr.eu-west-1.amazonaws.com/byoc-serve:latest is amd64, but "
+     "ml.c7g.xlarge runs arm64: build and push it for arm64 with ./build_and_push.sh serve"),
+    (("arm64",), True, ["--serverless"], "is arm64, but a serverless endpoint runs amd64"),
+    (("arm64",), False, ["--instance-type", "ml.m5.large"], "is arm64, but ml.m5.large runs amd64"),
+    (("amd64",), True, ["--inference-component", "c", "--instance-type", "ml.r7gd.large"],
+     "ml.r7gd.large runs arm64"),
+    (("amd64",), True, ["--multi-model", "s3://data/models/", "--instance-type", "ml.m8g.large"],
+     "ml.m8g.large runs arm64"),
+])
+def test_an_image_without_the_instances_architecture_fails_before_any_model_is_made(
+        aws, sent, image, listed, argv, message):
+    """ECR's manifest list says which architectures the image has (a single image's
+    configuration blob, when it is no list): a Graviton instance needs arm64, every other
+    amd64. Nothing is created when the image lacks it."""
+    push_image(aws, "byoc-serve", image, listed)
+    source = [] if "--multi-model" in argv else ["--model-data", MODEL_DATA]
+    with pytest.raises(SystemExit, match=message):
+        sagemaker_deploy.main([*source, "--role", ROLE, *argv])
+    assert sent["BatchGetImage"][0]["repositoryName"] == "byoc-serve"
+    assert ("GetDownloadUrlForLayer" in sent) == (not listed)
+    assert not set(MADE) & set(sent), sent.keys()
+
+
+def test_the_cpu_serving_image_serves_graviton_and_x86_instances_alike(aws, sent):
+    endpoints_without_moto(sent)
+    for instance_type in ("ml.c7g.xlarge", "ml.c6gn.large", "ml.c5.xlarge"):
+        session = deploy("--endpoint-name", "dogs-arch", "--instance-type", instance_type)
+        config = sent["CreateEndpointConfig"][-1]
+        assert config["ProductionVariants"][0]["InstanceType"] == instance_type
+        sagemaker_cleanup.delete_endpoint(session, "dogs-arch")
+    # the GPU image is one amd64 image: its architecture is read from its configuration
+    session = deploy("--endpoint-name", "dogs-gpu-arch", "--gpu", "--instance-type",
+                     "ml.g6.xlarge")
+    assert sent["GetDownloadUrlForLayer"][0]["repositoryName"] == "byoc-serve-gpu"
+    sagemaker_cleanup.delete_endpoint(session, "dogs-gpu-arch")
+
+
+@pytest.mark.parametrize("instance_type, message", [
+    ("ml.c7g.xlarge", "has no GPU"), ("ml.p6e-gb200.36xlarge", "an arm64 instance")])
+def test_gpu_serving_on_an_arm64_instance_is_refused(aws, sent, instance_type, message):
+    with pytest.raises(SystemExit, match=message):
+        sagemaker_deploy.main(["--model-data", MODEL_DATA, "--role", ROLE, "--gpu",
+                               "--instance-type", instance_type])
+    assert not set(MADE) & set(sent)
+
+
+def test_a_model_packages_image_and_a_batch_transforms_are_checked_too(aws, sent, capsys):
+    from scripts import sagemaker_batch_transform, sagemaker_registry
+
+    assert sagemaker_registry.main(["--role", ROLE, "register", "--group", "dogs-arch",
+                                    "--model-data", MODEL_DATA]) == 0
+    arn = capsys.readouterr().out.split("registered: ")[1].split()[0]
+    sagemaker_registry.main(["--role", ROLE, "approve", arn])
+    push_image(aws, "byoc-serve", ("amd64",))
+    sent.clear()
+    with pytest.raises(SystemExit, match="ml.c6g.large runs arm64"):
+        sagemaker_deploy.main(["--model-package", arn, "--role", ROLE, "--instance-type",
+                               "ml.c6g.large"])
+    assert "DescribeModelPackage" in sent and not set(MADE) & set(sent)
+    push_image(aws, "byoc-serve", ("arm64",))
+    sent.clear()
+    with pytest.raises(SystemExit, match="ml.c5.xlarge runs amd64"):
+        sagemaker_batch_transform.main([
+            "--model-data", MODEL_DATA, "--images", "s3://data/dogs", "--output",
+            "s3://data/transform", "--role", ROLE])
+    assert not set(MADE) & set(sent) and "PutObject" not in sent  # nothing uploaded
 
 
 def test_the_closed_services_are_refused_for_tuning_jobs(aws, sent, capsys):
