@@ -12,10 +12,17 @@
 #   --account A      AWS account id (default: from `aws sts get-caller-identity`)
 #   --registry R     push to R/<image> instead of ECR (you are logged in to R already)
 #   --tag T          version tag (default: the git revision, e.g. 3f2c1a9 or 3f2c1a9-dirty)
-#   --no-build       push images built earlier (docker/build.sh) under the same version tag
+#   --no-build       push images built earlier under the same version tag (serve: T-amd64 and
+#                    T-arm64), which must be of the architectures below
 #   --dry-run        print every command that would change something, run none of them
 # Images: train, serve (CPU), serve-gpu (default: all three). Repositories are named
-# ${IMAGE_PREFIX:-byoc}-<image>. BASE_IMAGE, EXTRA_CA_BUNDLE and TORCH_INDEX_URL reach the builds.
+# ${IMAGE_PREFIX:-byoc}-<image>. BASE_IMAGE, BASE_IMAGE_ARM64, EXTRA_CA_BUNDLE and
+# TORCH_INDEX_URL reach the builds (docker/build.sh).
+# Whatever machine builds them (a Mac builds arm64 by default), every image is built for what
+# SageMaker runs it on: train and serve-gpu for linux/amd64 (SageMaker trains, and serves GPUs,
+# on x86); serve for linux/amd64 and linux/arm64 (Graviton endpoints: ml.c7g, ml.m6g, ...),
+# pushed as one tag that is a manifest list of both. Another architecture's build runs under
+# emulation (Docker Desktop has it; on Linux, qemu-user-static and binfmt-support).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -81,18 +88,42 @@ else
   echo "pushing to $registry"
 fi
 
-if [ "$build" = 1 ]; then
-  run env IMAGE_PREFIX="$prefix" TAG="$tag" docker/build.sh "${targets[@]}"
-fi
+architectures() { if [ "$1" = serve ]; then echo "amd64 arm64"; else echo amd64; fi; }
+# A local registry on loopback speaks plain HTTP (Docker trusts it); docker manifest must be told.
+insecure=()
+case "$registry" in 127.0.0.1[:/]*|localhost[:/]*) insecure=(--insecure) ;; esac
+
 for target in "${targets[@]}"; do
-  local_image="$prefix-$target:$tag"
+  read -r -a archs <<< "$(architectures "$target")"
   remote="$registry/$prefix-$target"
-  if [ "$dry_run" = 0 ]; then
-    docker image inspect "$local_image" >/dev/null 2>&1 || die "no local image $local_image: build it (drop --no-build)"
-  fi
-  for remote_tag in "$tag" latest; do
-    run docker tag "$local_image" "$remote:$remote_tag"
-    run docker push --quiet "$remote:$remote_tag"
+  for arch in "${archs[@]}"; do
+    local_tag="$tag"
+    [ ${#archs[@]} = 1 ] || local_tag="$tag-$arch"
+    if [ "$build" = 1 ]; then
+      run env IMAGE_PREFIX="$prefix" TAG="$local_tag" PLATFORM="linux/$arch" docker/build.sh "$target"
+    fi
+    local_image="$prefix-$target:$local_tag"
+    if [ "$dry_run" = 0 ]; then
+      built=$(docker image inspect -f '{{.Architecture}}' "$local_image" 2>/dev/null) \
+        || die "no local image $local_image: build it (drop --no-build)"
+      [ "$built" = "$arch" ] || die "$local_image is $built, and SageMaker runs $target on $arch: build it again (drop --no-build)"
+    fi
+    if [ ${#archs[@]} = 1 ]; then
+      for remote_tag in "$tag" latest; do
+        run docker tag "$local_image" "$remote:$remote_tag"
+        run docker push --quiet "$remote:$remote_tag"
+      done
+    else
+      run docker tag "$local_image" "$remote:$local_tag"
+      run docker push --quiet "$remote:$local_tag"
+    fi
   done
-  echo "$target: $remote:$tag"
+  if [ ${#archs[@]} -gt 1 ]; then  # one tag over every architecture's image
+    for remote_tag in "$tag" latest; do
+      run docker manifest create --amend "${insecure[@]}" "$remote:$remote_tag" \
+        $(for arch in "${archs[@]}"; do echo "$remote:$tag-$arch"; done)
+      run docker manifest push --purge "${insecure[@]}" "$remote:$remote_tag"
+    done
+  fi
+  echo "$target: $remote:$tag (${archs[*]})"
 done

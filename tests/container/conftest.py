@@ -34,13 +34,29 @@ def docker():
         pytest.skip(message)
 
 
-def build(target: str) -> str:
-    """Build an image with docker/build.sh (BASE_IMAGE etc. from the environment)."""
-    env = {**os.environ, "IMAGE_PREFIX": "byoc-test", "TAG": "latest"}
+def build(target: str, platform: str | None = None) -> str:
+    """Build an image with docker/build.sh (BASE_IMAGE etc. from the environment): for this
+    machine's Docker, as local runs do, or for platform (tagged latest-<architecture>)."""
+    tag = f"latest-{platform.split('/')[1]}" if platform else "latest"
+    env = {**os.environ, "IMAGE_PREFIX": "byoc-test", "TAG": tag}
+    env.pop("DOCKER_DEFAULT_PLATFORM", None)
+    if platform:
+        env["PLATFORM"] = platform
     result = subprocess.run([str(ROOT / "docker" / "build.sh"), target], env=env,
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return f"byoc-test-{target}:latest"
+    return f"byoc-test-{target}:{tag}"
+
+
+def emulation_ready() -> str | None:
+    """Why arm64 containers cannot run on this amd64 machine, or None when QEMU runs them."""
+    probe = subprocess.run(["docker", "run", "--rm", "--platform", "linux/arm64",
+                            os.environ.get("BASE_IMAGE_ARM64", "python:3.11-slim"), "uname", "-m"],
+                           capture_output=True, text=True)
+    if probe.stdout.strip() == "aarch64":
+        return None
+    return ("arm64 containers do not run here (apt-get install qemu-user-static binfmt-support, "
+            f"see .ci/run): {probe.stderr.strip()[-300:]}")
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +67,17 @@ def train_image(docker) -> str:
 @pytest.fixture(scope="session")
 def serve_image(docker) -> str:
     return build("serve")
+
+
+@pytest.fixture(scope="session")
+def serve_image_arm64(docker) -> str:
+    """The CPU serving image for Graviton, built once under emulation (QEMU)."""
+    reason = emulation_ready()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason + " (CI must run the arm64 image)")
+        pytest.skip(reason)
+    return build("serve", "linux/arm64")
 
 
 @pytest.fixture(scope="session")

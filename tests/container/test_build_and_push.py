@@ -45,26 +45,62 @@ def registry(tmp_path):
     shutil.rmtree(tmp_path / "data", ignore_errors=True)  # gigabytes of layers
 
 
-def test_pushes_both_images_to_a_registry_and_they_pull_back(train_image, serve_image, registry):
-    env = {**os.environ, "IMAGE_PREFIX": "byoc-test"}
+MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def manifest(registry: str, repository: str, tag: str) -> dict:
+    """What the registry holds under a tag (a manifest list when it is one)."""
+    return requests.get(f"http://{registry}/v2/{repository}/manifests/{tag}", timeout=5,
+                        headers={"Accept": f"{MANIFEST_LIST}, {MANIFEST}"}).json()
+
+
+def test_from_an_arm64_default_it_pushes_what_sagemaker_runs_and_each_pulls_back(
+        train_image, serve_image, serve_image_arm64, registry, demo_job, demo_data):
+    """As from a Mac, whose Docker builds linux/arm64 by default: the training image is pushed
+    for amd64, and the CPU serving image as one tag over amd64 and arm64. Each architecture is
+    pulled back by that tag and answers as the image built here."""
+    from tests.container.test_serve_arm64 import answers, sample
+
+    env = {**os.environ, "IMAGE_PREFIX": "byoc-test", "DOCKER_DEFAULT_PLATFORM": "linux/arm64"}
     result = subprocess.run([SCRIPT, "--registry", f"{registry}/team", "--tag", "v-test",
                              "train", "serve"], env=env, capture_output=True, text=True,
                             timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     catalog = requests.get(f"http://{registry}/v2/_catalog", timeout=5).json()["repositories"]
     assert sorted(catalog) == ["team/byoc-test-serve", "team/byoc-test-train"]
-    for target in ("train", "serve"):
-        repository = f"{registry}/team/byoc-test-{target}"
-        tags = requests.get(f"http://{registry}/v2/team/byoc-test-{target}/tags/list",
-                            timeout=5).json()["tags"]
-        assert sorted(tags) == ["latest", "v-test"]
-        built = image_id(f"byoc-test-{target}:v-test")
-        subprocess.run(["docker", "rmi", f"{repository}:v-test", f"{repository}:latest"],
+    train = manifest(registry, "team/byoc-test-train", "v-test")
+    assert train["mediaType"] == MANIFEST
+    config = requests.get(f"http://{registry}/v2/team/byoc-test-train/blobs/"
+                          f"{train['config']['digest']}", timeout=30).json()
+    assert config["architecture"] == "amd64"
+    for tag in ("v-test", "latest"):
+        listed = manifest(registry, "team/byoc-test-serve", tag)
+        assert listed["mediaType"] == MANIFEST_LIST
+        assert sorted(m["platform"]["architecture"] for m in listed["manifests"]) == [
+            "amd64", "arm64"]
+
+    trained = f"{registry}/team/byoc-test-train:v-test"
+    subprocess.run(["docker", "rmi", trained, f"{registry}/team/byoc-test-train:latest"],
+                   check=True, capture_output=True)
+    subprocess.run(["docker", "pull", "-q", trained], check=True, capture_output=True)
+    assert image_id(trained) == image_id("byoc-test-train:v-test")
+    subprocess.run(["docker", "rmi", trained], capture_output=True)
+
+    remote = f"{registry}/team/byoc-test-serve:v-test"
+    images, pulled = sample(demo_data)[::2], {}
+    for architecture in ("amd64", "arm64"):
+        subprocess.run(["docker", "rmi", remote], capture_output=True)
+        subprocess.run(["docker", "pull", "-q", "--platform", f"linux/{architecture}", remote],
                        check=True, capture_output=True)
-        subprocess.run(["docker", "pull", "-q", f"{repository}:v-test"], check=True,
-                       capture_output=True)
-        assert image_id(f"{repository}:v-test") == built
-        subprocess.run(["docker", "rmi", f"{repository}:v-test"], capture_output=True)
+        assert image_id(remote) == image_id(f"byoc-test-serve:v-test-{architecture}")
+        pulled[architecture] = answers(remote, demo_job[0] / "model", images)
+    subprocess.run(["docker", "rmi", remote], capture_output=True)
+    assert (pulled["amd64"]["machine"], pulled["arm64"]["machine"]) == ("x86_64", "aarch64")
+    expected = answers(serve_image, demo_job[0] / "model", images)
+    for architecture, said in pulled.items():
+        assert said["precision"] == expected["precision"] == "int8"
+        assert said["alone"] == said["batch"] == expected["alone"], architecture
 
 
 def aws_env(endpoint: str) -> dict:
@@ -83,9 +119,16 @@ def test_ecr_dry_run_finds_the_account_and_plans_every_step(docker, moto_url):
                                "--repository-name byoc-serve") for line in lines)
     assert (f"+ aws ecr get-login-password --region eu-west-1 | docker login --username AWS "
             f"--password-stdin {registry}") in lines
-    for tag in ("1.2.3", "latest"):
-        assert f"+ docker tag byoc-serve:1.2.3 {registry}/byoc-serve:{tag}" in lines
-        assert f"+ docker push --quiet {registry}/byoc-serve:{tag}" in lines
+    for architecture in ("amd64", "arm64"):  # each built for its platform, whatever the host's
+        assert (f"+ env IMAGE_PREFIX=byoc TAG=1.2.3-{architecture} PLATFORM=linux/{architecture} "
+                "docker/build.sh serve") in lines
+        assert (f"+ docker tag byoc-serve:1.2.3-{architecture} "
+                f"{registry}/byoc-serve:1.2.3-{architecture}") in lines
+        assert f"+ docker push --quiet {registry}/byoc-serve:1.2.3-{architecture}" in lines
+    for tag in ("1.2.3", "latest"):  # one tag over both: ECR speaks HTTPS, no --insecure
+        assert (f"+ docker manifest create --amend {registry}/byoc-serve:{tag} "
+                f"{registry}/byoc-serve:1.2.3-amd64 {registry}/byoc-serve:1.2.3-arm64") in lines
+        assert f"+ docker manifest push --purge {registry}/byoc-serve:{tag}" in lines
 
 
 def test_an_existing_ecr_repository_is_not_created_again(docker, moto_url):
