@@ -195,8 +195,9 @@ def train_one_epoch(training: Training) -> list[float]:
 def optimizer_step(training: Training, global_step: int) -> None:
     """The optimizer's step through the scaler, recorded around it. Under fp16 loss scaling the
     scaler skips a step whose gradients overflowed and halves its scale (the first steps of a
-    run often do, from 65536): the record then leaves the step's tensor statistics out, since
-    nothing moved, and notes the overflow (debugger/record.py)."""
+    run often do, from 65536): the learning-rate schedule then waits for the next step taken,
+    and the record leaves the step's tensor statistics out, since nothing moved, and notes the
+    overflow (debugger/record.py)."""
     t = training
     scale = t.scaler.get_scale() if t.precision.loss_scaling else None
     if scale is not None and t.recorder.records_tensors(global_step):
@@ -205,8 +206,9 @@ def optimizer_step(training: Training, global_step: int) -> None:
     lr = t.scheduler.get_last_lr()[-1]
     t.scaler.step(t.optimizer)
     t.scaler.update()
-    t.scheduler.step()
     skipped = scale is not None and t.scaler.get_scale() < scale  # the scaler backed off
+    if not skipped:
+        t.scheduler.step()
     t.recorder.after_update(global_step, lr, loss_scale=scale, skipped=skipped)
 
 

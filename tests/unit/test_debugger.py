@@ -230,11 +230,18 @@ def test_fp16_steps_that_the_loss_scaler_skips_fire_no_tensor_or_update_rule(
     gradients (infinite) and update ratios (0: nothing moved) out of the rules' evidence."""
     from tensorboard.backend.event_processing import event_accumulator
 
+    import warnings
+
     fp16_on_the_cpu(monkeypatch, 2.0 ** 24)
     out = tmp_path / "run"
-    code, verdicts = in_process(twenty_per_class, out, monkeypatch, caplog, epochs=3,
-                                record_interval=RECORD_INTERVAL)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        code, verdicts = in_process(twenty_per_class, out, monkeypatch, caplog, epochs=3,
+                                    record_interval=RECORD_INTERVAL)
     assert code == 0, caplog.text[-3000:]
+    # the schedule waits for the steps the optimizer takes: no "lr_scheduler.step() before
+    # optimizer.step()" in a T4 job's log
+    assert not [w for w in warned if "lr_scheduler.step()" in str(w.message)]
     assert verdicts["exploding_tensor"]["status"] == NO_ISSUES, verdicts["exploding_tensor"]
     assert verdicts["weight_update_ratio"]["status"] == NO_ISSUES, verdicts["weight_update_ratio"]
     events = event_accumulator.EventAccumulator(str(out / "output" / "tensorboard"), {
@@ -243,6 +250,8 @@ def test_fp16_steps_that_the_loss_scaler_skips_fire_no_tensor_or_update_rule(
     assert skipped[0] == 1 and len(skipped) >= 5  # the scaler searched for its scale
     scales = [e.value for e in events.Scalars("amp/loss_scale")]
     assert scales[0] == 2.0 ** 24 and scales[len(skipped)] == 2.0 ** (24 - len(skipped))
+    rates = [e.value for e in events.Scalars("lr")]  # warm-up: rising with each step taken
+    assert len(set(rates[:len(skipped) + 1])) == 1 and rates[len(skipped) + 1] > rates[0]
     recorded = {e.step for e in events.Scalars("gradient/fc.0.weight/max_abs")}
     assert recorded and not recorded & set(skipped)
     assert f"{len(skipped)} steps skipped by fp16 loss scaling" in verdicts["exploding_tensor"][
