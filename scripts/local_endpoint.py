@@ -63,19 +63,29 @@ def wait_for_http(url: str, timeout: float = 240,
     raise TimeoutError(f"{url} was not ready within {timeout:.0f} s")
 
 
+def container_log(container: str, lines: int = 60) -> str:
+    logs = subprocess.run(["docker", "logs", "--tail", str(lines), container],
+                          capture_output=True, text=True)
+    return logs.stdout + logs.stderr
+
+
 def container_stopped(container: str) -> str | None:
     """None while the container runs; else its log."""
     state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container],
                            capture_output=True, text=True).stdout.strip()
     if state == "true":
         return None
-    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
-    return f"the serving container stopped:\n{logs.stdout}{logs.stderr}"
+    return f"the serving container stopped:\n{container_log(container)}"
 
 
 def wait_until_healthy(url: str, container: str, timeout: float = 240) -> float:
-    """Seconds until GET /ping answered 200 (SageMaker allows 4 minutes); fails if the container exits."""
-    return wait_for_http(f"{url}/ping", timeout, stopped=lambda: container_stopped(container))
+    """Seconds until GET /ping answered 200 (SageMaker allows 4 minutes); fails if the container
+    exits, or, past the timeout, with the end of its log."""
+    try:
+        return wait_for_http(f"{url}/ping", timeout,
+                             stopped=lambda: container_stopped(container))
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}; the end of its log:\n{container_log(container)}") from None
 
 
 def content_type(path: Path) -> str:

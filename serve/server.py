@@ -3,7 +3,10 @@
 gunicorn's master stays PID 1 (the image's ENTRYPOINT execs this module), so SageMaker's SIGTERM
 reaches it: workers finish the request in hand and exit. Each worker loads the model itself and
 makes a warm-up prediction before it accepts a connection, so /ping answers 200 only from a
-worker that can predict; a model that fails to load stops the container with the reason logged.
+worker that can predict; the request timeout does not bound the load (gunicorn times a worker
+from its first heartbeat, after the load). A model that fails to load, and a worker that dies
+while it loads (a signal: the memory limit, a crash in a native library), stop the container
+with the reason logged, instead of a loop of workers that die alike.
 Workers drop root to BYOC_SERVER_USER; the master keeps root, as SageMaker starts containers.
 
     python -m serve.server serve       (BYOC_MODEL_DIR=... to serve a folder outside Docker)
@@ -11,6 +14,7 @@ Workers drop root to BYOC_SERVER_USER; the master keeps root, as SageMaker start
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import pwd
 import shutil
@@ -19,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.errors import HaltServer
 
 from artifact.manifest import ArtifactError, read_manifest
 from serve.cores import CORES
@@ -27,6 +32,10 @@ from serve.settings import Settings, SettingsError, visible_gpus
 
 log = logging.getLogger("serve")
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# Per worker (its age, modulo the cells): 1 once its model is loaded. Made before the fork, so
+# the master reads what the workers write.
+LOADED = multiprocessing.Array("b", 64)
+this_worker = None  # in a worker process: gunicorn's Worker, set by post_fork
 
 
 class Server(BaseApplication):
@@ -40,6 +49,12 @@ class Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):  # runs in each worker, after the fork and the drop of privileges
+        app = self.load_app()
+        if this_worker is not None:
+            LOADED[this_worker.age % len(LOADED)] = 1
+        return app
+
+    def load_app(self):
         from serve.app import create_app
         from serve.predictor import load_predictor
 
@@ -85,6 +100,9 @@ def post_fork(gpus: list[str]):
     """In each new worker, before it loads anything: its cell of the machine's count of requests
     (serve/cores.py), and on GPUs one GPU, in turn (before it initialises CUDA)."""
     def hook(server, worker):
+        global this_worker
+        this_worker = worker
+        LOADED[worker.age % len(LOADED)] = 0
         CORES.use_cell(worker.age)
         if gpus:
             os.environ["CUDA_VISIBLE_DEVICES"] = gpus[(worker.age - 1) % len(gpus)]
@@ -93,12 +111,18 @@ def post_fork(gpus: list[str]):
 
 def child_exit(server, worker):
     """In the master: the requests of a worker that died no longer count as in flight, and its
-    live gauges no longer count in /metrics."""
+    live gauges no longer count in /metrics. A worker that died before its model was loaded
+    stops the server (gunicorn would start another, to die alike, and /ping never answer);
+    not while the server stops, when it closed its sockets and stops the workers itself."""
     CORES.clear(worker.age)
     if os.environ.get(METRICS_DIR):
         from serve import metrics  # prometheus-client's mode is set by now (metrics_folder)
 
         metrics.worker_exited(worker.pid)
+    if server.LISTENERS and not LOADED[worker.age % len(LOADED)]:
+        raise HaltServer(f"worker {worker.pid} died while it loaded the model (its signal is "
+                         "logged above: SIGKILL is most often the memory limit); starting "
+                         "another would only repeat it, so the server stops", 1)
 
 
 def metrics_folder() -> None:

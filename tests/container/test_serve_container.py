@@ -22,17 +22,19 @@ CUSTOM = "X-Amzn-SageMaker-Custom-Attributes"
 
 
 class Endpoint:
-    def __init__(self, image: str, model_dir: Path, env: dict | None = None):
+    def __init__(self, image: str, model_dir: Path, env: dict | None = None,
+                 start_timeout_s: float = 120, mount_at: str = "/opt/ml/model"):
+        self.start_timeout_s = start_timeout_s
         self.name = f"byoc-test-serve-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         inside = int((env or {}).get("SAGEMAKER_BIND_TO_PORT", 8080))
-        self.cmd = docker_command(image, model_dir, self.port, self.name, env, inside)
+        self.cmd = docker_command(image, model_dir, self.port, self.name, env, inside, mount_at)
 
     def __enter__(self):
         started = time.perf_counter()
         subprocess.run(self.cmd, check=True, capture_output=True)
-        self.ready_s = wait_until_healthy(self.url, self.name, timeout=120)
+        self.ready_s = wait_until_healthy(self.url, self.name, self.start_timeout_s)
         self.started_s = time.perf_counter() - started
         return self
 
@@ -177,6 +179,18 @@ def test_honours_sagemaker_bind_to_port_and_worker_settings(serve_image, demo_jo
     with Endpoint(serve_image, demo_job[0] / "model", env) as endpoint:
         log = endpoint.logs()
     assert "3 worker(s)" in log and "on port 9090" in log
+
+
+def test_a_server_that_never_answers_ends_the_wait_with_its_log(serve_image, demo_job):
+    """Listening on another port than the one published: the wait's error carries the log."""
+    endpoint = Endpoint(serve_image, demo_job[0] / "model", {"SAGEMAKER_BIND_TO_PORT": "9090"},
+                        start_timeout_s=5)
+    endpoint.cmd = [part.replace(":9090", ":8080") for part in endpoint.cmd]
+    with pytest.raises(TimeoutError, match=r"(?s)not ready within 5 s; the end of its log:.*"
+                                           r"on port 9090"):
+        with endpoint:
+            pass
+    subprocess.run(["docker", "rm", "-f", endpoint.name], capture_output=True)
 
 
 def test_a_missing_model_stops_the_container_saying_why(serve_image, tmp_path):

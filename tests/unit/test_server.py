@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -74,6 +75,66 @@ def test_a_model_that_fails_to_load_stops_the_server_with_the_reason(trained_mod
         process.kill()
     log = process.stdout.read()
     assert code != 0 and "cannot load the onnx model" in log, log
+
+
+def loading_worker(process) -> int:
+    """The pid of the server's first worker, as soon as gunicorn forked it."""
+    import psutil
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = psutil.Process(process.pid).children()
+        if children:
+            return children[0].pid
+        time.sleep(0.01)
+    raise TimeoutError("the server started no worker within 30 s")
+
+
+def test_a_load_longer_than_the_request_timeout_ends_in_a_ready_server(trained_model):
+    """gunicorn kills a worker silent for longer than the request timeout, timed from its first
+    heartbeat, after the load: a load of seconds (PyTorch's import among it) on a timeout of one
+    second ends in a ready server (SageMaker waits minutes for a large model's first /ping)."""
+    process, url = start(trained_model, BYOC_BACKEND="torch", SAGEMAKER_MODEL_SERVER_WORKERS="1",
+                         SAGEMAKER_MODEL_SERVER_TIMEOUT="1")
+    try:
+        wait_ready(process, url)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+    log = process.stdout.read()
+    loaded_in = float(re.search(r"ready in ([0-9.]+) s", log)[1])
+    assert loaded_in > 1.5, log  # the premise: silent this long, a worker would be killed
+    assert "WORKER TIMEOUT" not in log and log.count("Booting worker") == 1, log
+
+
+@pytest.mark.parametrize("sent, code, message", [
+    # the kernel's OOM killer sends SIGKILL: gunicorn would start worker after worker, each to die
+    (signal.SIGKILL, 1, "died while it loaded the model (its signal is logged above: SIGKILL is "
+                        "most often the memory limit)"),
+    (signal.SIGSEGV, 1, "was sent SIGSEGV"),  # a crash in a native library as it loads
+])
+def test_a_worker_that_dies_while_it_loads_stops_the_server(trained_model, sent, code, message):
+    process, url = start(trained_model, BYOC_BACKEND="torch", SAGEMAKER_MODEL_SERVER_WORKERS="1")
+    try:
+        os.kill(loading_worker(process), sent)
+        assert process.wait(timeout=60) == code
+    finally:
+        process.kill()
+    log = process.stdout.read()
+    assert message in log and "ready in" not in log, log
+    assert log.count("Booting worker") <= 1, log  # no other started (the first may not have said)
+
+
+def test_sigterm_while_a_worker_loads_stops_the_server_cleanly(trained_model):
+    process, url = start(trained_model, BYOC_BACKEND="torch", SAGEMAKER_MODEL_SERVER_WORKERS="1")
+    try:
+        loading_worker(process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+    assert "died while it loaded" not in process.stdout.read()
 
 
 @pytest.mark.parametrize("args, env, code, message", [
