@@ -48,6 +48,13 @@ if [ -n "${EXTRA_CA_BUNDLE:-}" ]; then
   trap 'rm -f "$ca_copy"' EXIT
 fi
 
+# The commit the training image is built from (-dirty with uncommitted changes): a tag of every
+# MLflow run. Empty outside a git checkout.
+revision=$(git rev-parse --short=12 HEAD 2>/dev/null || true)
+if [ -n "$revision" ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  revision="$revision-dirty"
+fi
+
 for target in "${targets[@]}"; do
   case "$target" in
     train) dockerfile=docker/train.Dockerfile; stage=() ;;
@@ -60,5 +67,6 @@ for target in "${targets[@]}"; do
   # --network host: pip inside the build uses the host's network path (proxies, VPNs).
   args=(--platform "$platform" --build-arg BASE_IMAGE="$base")
   [ -z "${TORCH_INDEX_URL:-}" ] || args+=(--build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL")
+  [ "$target" != train ] || args+=(--build-arg GIT_REVISION="$revision")
   docker build --network host -f "$dockerfile" "${stage[@]}" "${args[@]}" -t "$image" .
 done

@@ -42,6 +42,8 @@ COPY train /opt/program/train
 COPY debugger /opt/program/debugger
 COPY monitor /opt/program/monitor
 COPY util /opt/program/util
+# serve/'s predictor goes with the model logged to MLflow (train/mlflow_model.py)
+COPY serve /opt/program/serve
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/program \
     PYTHONUNBUFFERED=1 \
@@ -50,3 +52,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /opt/program
 # No ENTRYPOINT: SageMaker passes `train` as the command (SDK v2); SDK v3 passes none.
 CMD ["train"]
+# Last, so that a new revision rebuilds one layer: the commit the image was built from, a tag of
+# each job's MLflow run (docker/build.sh passes it).
+ARG GIT_REVISION=
+LABEL org.opencontainers.image.revision="${GIT_REVISION}"
+ENV BYOC_GIT_REVISION="${GIT_REVISION}"
+

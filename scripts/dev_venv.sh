@@ -8,9 +8,9 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements.sha 2>/dev/null)" !
   "${PYTHON:-python3}" -m venv --clear .venv
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet -r requirements/dev.txt
-  # The launch scripts' SDK v3 brings mlflow, whose tracking server wants gunicorn < 27 (pip
-  # steps it down); the kit never starts that server, and the server tests must run the serving
-  # images' gunicorn: put back, with pip's warning about mlflow.
+  # The launch scripts' SDK v3 brings mlflow, which wants gunicorn < 27 (pip steps it down) for
+  # its server's optional gunicorn mode; the tests run `mlflow server` on its default, uvicorn,
+  # and the server tests must run the serving images' gunicorn: put back, with pip's warning.
   .venv/bin/pip install --quiet -r requirements/launch.txt
   .venv/bin/pip install --quiet --no-deps -r requirements/server.txt
   .venv/bin/pip install --quiet --no-deps -c requirements/constraints.txt -r requirements/smdebug.txt

@@ -49,11 +49,14 @@ def write_config(job_dir: Path, hyperparameters: dict, channels: list[str], host
 
 def docker_command(image: str, job_dir: Path, data: Path, name: str | None = None,
                    detach: bool = False, job_name: str = DEFAULT_JOB_NAME,
-                   checkpoints: Path | None = None) -> list[str]:
-    """checkpoints: a host folder mounted as /opt/ml/checkpoints (default: job_dir's own)."""
+                   checkpoints: Path | None = None, env: dict[str, str] | None = None) -> list[str]:
+    """checkpoints: a host folder mounted as /opt/ml/checkpoints (default: job_dir's own);
+    env: the job's Environment (CreateTrainingJob's), which SageMaker sets in the container."""
     channels = [c for c in CHANNELS if (data / c).is_dir()]
     cmd = ["docker", "run", "--hostname", "algo-1", "--shm-size", "1g",
            "-e", f"TRAINING_JOB_NAME={job_name}"]
+    for key, value in (env or {}).items():
+        cmd += ["-e", f"{key}={value}"]
     cmd += ["-d"] if detach else ["--rm"]
     if name:
         cmd += ["--name", name]

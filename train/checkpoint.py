@@ -23,6 +23,7 @@ import torch
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
+TRACKING_RUN_FILE = "mlflow_run_id"  # beside the checkpoint, synced with it
 LOCAL_JOB = "local-run"  # the job name outside SageMaker (no TRAINING_JOB_NAME)
 
 
@@ -89,6 +90,16 @@ class JobCheckpoints:
         if not self.path.is_file():
             return None
         return torch.load(self.path, map_location="cpu", weights_only=True)
+
+    def tracking_run(self) -> str | None:
+        """The MLflow run this job records itself in (train/tracking.py), kept beside its
+        checkpoint so that a restart continues the run; None before the run was opened."""
+        path = self.directory / TRACKING_RUN_FILE
+        return path.read_text().strip() or None if path.is_file() else None
+
+    def keep_tracking_run(self, run_id: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / TRACKING_RUN_FILE).write_text(run_id + "\n")
 
     def other_jobs(self) -> list[str]:
         """Checkpoints under root that belong to other jobs (a shared prefix syncs them here)."""

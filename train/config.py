@@ -68,6 +68,9 @@ class TrainConfig:
     profiler: bool = True  # sample CPU/GPU/memory and time each step; report in output/data
     profiler_interval: float = 1.0  # seconds between system samples
     profiler_trace_steps: int = 3  # first-epoch steps traced by torch.profiler; 0 = none
+    # MLflow (train/tracking.py, when MLFLOW_TRACKING_URI is set): fail before training when
+    # the server cannot be reached, instead of training on without tracking
+    mlflow_required: bool = False
 
     def __post_init__(self):
         if self.resize_size == 0:
@@ -116,7 +119,7 @@ class TrainConfig:
 NOT_TRAINING = ("num_workers", "log_every_steps", "model_name", "export_onnx", "export_int8",
                 "drift_baseline", "debugger", "debugger_save_interval", "record_interval",
                 "rule_parameters", "rule_actions", "profiler", "profiler_interval",
-                "profiler_trace_steps")
+                "profiler_trace_steps", "mlflow_required")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _TYPES = typing.get_type_hints(TrainConfig)

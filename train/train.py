@@ -32,7 +32,7 @@ from debugger import hook as debug_hook
 from debugger import profiler, report, rules
 from debugger.record import Recorder
 from debugger.watch import RuleWatch
-from train import checkpoint, distributed, quantize
+from train import checkpoint, distributed, quantize, tracking
 from train.config import (NOT_TRAINING, ConfigError, TrainConfig, from_hyperparameters,
                           hyperparameter_help, pairs_to_dict)
 from train.data import CachedImages, DecodeCache, ShardedSampler, Split, load_splits, prepare
@@ -53,7 +53,7 @@ from train.transforms import Normalizer, eval_transform, train_transform
 log = logging.getLogger("train")
 EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process stopped by it
 # Errors whose message alone tells the user what to fix.
-USER_ERRORS = (ConfigError, DataError, WeightsUnavailable)
+USER_ERRORS = (ConfigError, DataError, WeightsUnavailable, tracking.TrackingUnavailable)
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,7 @@ class Training:
     recorder: Recorder  # the TensorBoard record (rank 0's; disabled on the others)
     watch: RuleWatch | None  # the rules over the record (rank 0 only)
     profiler: profiler.Profiler
+    tracker: tracking.Tracker  # the MLflow run (rank 0's, when there is a tracking server)
     stop: checkpoint.StopRequested
     checkpoints: checkpoint.JobCheckpoints
     progress: TrainingState = field(default_factory=TrainingState)
@@ -254,8 +255,11 @@ def fit(training: Training) -> None:
         if t.ctx.is_main:
             log.info(format_metrics(**record))
         t.recorder.epoch(progress.steps, record, valid_criterion_loss)
-        stop_rule = t.watch.stop_rule(judge_rules(t)) if t.watch else None
+        verdicts = judge_rules(t)
+        stop_rule = t.watch.stop_rule(verdicts) if t.watch else None
         save_checkpoint(t)
+        # after the checkpoint: a restart logs again only what it will train again
+        t.tracker.epochs(progress.history, {v.rule: v.issues for v in verdicts})
         if t.ctx.any_rank(stop_rule is not None):  # rank 0 judges; every rank stops
             if stop_rule is not None:
                 t.stopped_by = stop_rule
@@ -326,7 +330,7 @@ def preprocessing(config: TrainConfig) -> Preprocessing:
 
 
 def setup(config: TrainConfig, paths: Paths, ctx: distributed.Context, data: Data,
-          model: nn.Module, head_name: str) -> Training:
+          model: nn.Module, head_name: str, tracker: tracking.Tracker) -> Training:
     """The model on its device, the loss, optimizer, schedule, precision, hook, record, rules
     and profiler."""
     set_trainable(model, head_name, config.finetune_blocks)
@@ -362,6 +366,7 @@ def setup(config: TrainConfig, paths: Paths, ctx: distributed.Context, data: Dat
             interval=profiler.sagemaker_interval() or config.profiler_interval,
             gpus=[ctx.device.index or 0] if ctx.device.type == "cuda" else [],
             trace_dir=paths.tensorboard_dir, trace_steps=config.profiler_trace_steps),
+        tracker=tracker,
         stop=checkpoint.StopRequested().install(),
         checkpoints=checkpoint.JobCheckpoints(paths.checkpoint_dir, checkpoint.job_name()),
     )
@@ -408,7 +413,8 @@ def resume(training: Training) -> bool:
     return True
 
 
-def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
+def run(config: TrainConfig, paths: Paths, ctx: distributed.Context,
+        tracker: tracking.Tracker) -> dict:
     require_channels(paths)
     splits = load_splits(paths.train, paths.valid, paths.test)
     # Before the decoding pass, so that missing weights fail in seconds. Seeded: the new head's
@@ -416,7 +422,7 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
     torch.manual_seed(config.seed)
     model, head_name = create_model(config, len(splits["train"].classes))
     data = load_data(config, ctx, splits, paths.cache_dir)
-    training = setup(config, paths, ctx, data, model, head_name)
+    training = setup(config, paths, ctx, data, model, head_name, tracker)
     resumed = resume(training)
     training.recorder.start(resumed_at=training.progress.steps if resumed else None)
     training.profiler.start(first_step=training.progress.steps + 1)
@@ -431,7 +437,19 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context) -> dict:
     model.load_state_dict(training.progress.best_model)
     log.info("best valid accuracy %.4f at epoch %d", training.progress.best_acc,
              training.progress.best_epoch)
-    return write_outputs(training)
+    metrics = write_outputs(training)
+    tracker.finish(metrics, paths.output_data_dir, paths.model_dir, model_location(paths))
+    return metrics
+
+
+def model_location(paths: Paths) -> str:
+    """Where the model goes: the job's model.tar.gz in S3 (the launch scripts give the job's S3
+    output path as BYOC_OUTPUT_PATH), else the model folder."""
+    output = os.environ.get("BYOC_OUTPUT_PATH", "").rstrip("/")
+    job = os.environ.get("TRAINING_JOB_NAME", "")
+    if output and job:
+        return f"{output}/{job}/output/model.tar.gz"
+    return str(paths.model_dir)
 
 
 def report_run(training: Training, failure: BaseException | None = None) -> None:
@@ -592,23 +610,31 @@ def main(argv: list[str] | None = None) -> int:
     ctx = distributed.init()
     if ctx.local_rank == 0:  # a rerun in the same folder must not report an old failure
         paths.failure_file.unlink(missing_ok=True)
+    tracker = tracking.Tracker(tracking.tracking_uri() if ctx.is_main else None,
+                               checkpoint.job_name())
     try:
         config = from_hyperparameters(values)
         log.info("hyperparameters: %s", json.dumps(vars(config)))
-        run(config, paths, ctx)
+        checkpoints = checkpoint.JobCheckpoints(paths.checkpoint_dir, checkpoint.job_name())
+        tracker.start(vars(config), checkpoints.tracking_run(), config.mlflow_required,
+                      on_run=checkpoints.keep_tracking_run)
+        run(config, paths, ctx, tracker)
         return 0
     except checkpoint.TrainingStopped as e:
         log.warning("%s", e)
+        tracker.fail(str(e), "KILLED")  # a restart continues the run
         if ctx.local_rank == 0:
             write_failure(paths.failure_file, str(e))
         return EXIT_STOPPED
     except Exception as e:
         reason = str(e) if isinstance(e, USER_ERRORS) else f"training failed: {type(e).__name__}: {e}"
         log.error("%s", reason, exc_info=not isinstance(e, USER_ERRORS))
+        tracker.fail(reason)
         if ctx.local_rank == 0:
             write_failure(paths.failure_file, reason, e)
         return 1
     finally:
+        tracker.close()
         distributed.shutdown()
 
 

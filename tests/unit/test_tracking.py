@@ -1,0 +1,174 @@
+"""Training records itself in MLflow, checked through a real MLflow server (SQLite backend store,
+artifacts served by the server) and read back with MLflow's own client: the run, its parameters,
+the per-epoch history, the rules' counts, the artifacts and a model that mlflow.pyfunc loads and
+that answers as the serving code does; a server stopped mid-training, a spot restart, a failed
+run, and a server required but unreachable."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from scripts.local_endpoint import free_port, wait_for_http
+from tests.conftest import ROOT, tiny_args
+from tests.unit.test_training import wait_for
+
+
+def start_server(folder, host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+    """`mlflow server` as a team runs its own: a SQLite store, artifacts under folder (clients
+    send them through the server). host: the address it listens on and is reached at."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable))
+    process = subprocess.Popen(
+        [mlflow, "server", "--host", host, "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+         "--artifacts-destination", str(folder / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://{host}:{port}"
+    wait_for_http(f"{url}/health", 120,
+                  stopped=lambda: None if process.poll() is None else "mlflow server exited")
+    return process, url
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process, url = start_server(tmp_path_factory.mktemp("mlflow"))
+    yield url
+    stop_server(process)
+
+
+def train_cmd(data, out, **overrides) -> list[str]:
+    return [sys.executable, "-m", "train.train", "--data-dir", str(data), "--output-root",
+            str(out), "--cache-dir", str(out / "cache"),
+            *tiny_args(**{"log_every_steps": 1, **overrides})]
+
+
+def tracked(url: str, experiment: str, job: str, **env) -> dict:
+    return {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_EXPERIMENT_NAME": experiment,
+            "TRAINING_JOB_NAME": job, **env}
+
+
+def runs_of(url: str, experiment: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(url)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+def test_a_job_records_its_run_and_a_model_that_answers_as_the_server(server, small_data,
+                                                                      tmp_path):
+    from mlflow import MlflowClient
+
+    out = tmp_path / "run"
+    result = subprocess.run(train_cmd(small_data, out, epochs=3), cwd=ROOT, text=True,
+                            capture_output=True, timeout=900,
+                            env=tracked(server, "shapes", "job-recorded",
+                                        BYOC_MLFLOW_TAGS="team=vision"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [run] = runs_of(server, "shapes")
+    client = MlflowClient(server)
+    assert run.info.status == "FINISHED" and run.info.run_name == "job-recorded"
+    params = run.data.params
+    assert params["epochs"] == "3" and params["lr"] == "0.003"
+    assert params["label_smoothing"] == "0.1"  # a default, as resolved
+    assert params["hidden_units"] == "[16]"
+    tags = run.data.tags
+    assert (tags["job"], tags["instance_type"], tags["team"]) == ("job-recorded", "local",
+                                                                  "vision")
+    assert tags["model_location"] == str(out / "model")
+    history = json.loads((out / "output" / "data" / "history.json").read_text())
+    for key in ("valid_acc", "train_loss", "valid_best_acc"):
+        logged = client.get_metric_history(run.info.run_id, key)
+        assert [(m.step, round(m.value, 6)) for m in logged] == [
+            (h["epoch"], round(h[key], 6)) for h in history], key
+    rules = client.get_metric_history(run.info.run_id, "rule_exploding_tensor")
+    assert [m.step for m in rules] == [1, 2, 3] and {m.value for m in rules} == {0.0}
+    evaluation = json.loads((out / "output" / "data" / "evaluation.json").read_text())
+    assert run.data.metrics["test_top1"] == pytest.approx(evaluation["test_top1"])
+    reports = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    assert {f"reports/{name}" for name in ("evaluation.json", "rule_report.json",
+                                           "training_report.html", "confusion_matrix.png",
+                                           "manifest.json")} <= reports
+
+    import mlflow
+
+    mlflow.set_tracking_uri(server)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    images = sorted((small_data / "test").glob("*/*"))
+    answers = model.predict([p.read_bytes() for p in images])
+    from serve.predictor import load_predictor
+
+    served = load_predictor(out / "model", "onnx").predict([p.read_bytes() for p in images], 3)
+    assert [a[0]["label"] for a in answers] == [s[0]["label"] for s in served]
+
+
+def test_a_server_gone_mid_training_costs_nothing_but_tracking(small_data, tmp_path):
+    process, url = start_server(tmp_path / "mlflow")
+    out = tmp_path / "run"
+    training = subprocess.Popen(train_cmd(small_data, out, epochs=4), cwd=ROOT,
+                                env=tracked(url, "gone", "job-gone"), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    log = wait_for(training, "#metrics epoch=1 ")
+    stop_server(process)
+    log += training.communicate(timeout=900)[0]
+    assert training.returncode == 0, log[-3000:]
+    assert (out / "model" / "model.onnx").is_file()
+    assert log.count("cannot be reached or refused") == 1, log[-3000:]
+
+
+def test_a_restarted_job_continues_its_run_with_each_epoch_once(server, small_data, tmp_path):
+    """A spot interruption as SIGKILL mid-epoch, then the same job again: one run."""
+    from mlflow import MlflowClient
+
+    out = tmp_path / "run"
+    cmd = train_cmd(small_data, out, epochs=4, batch_size=4)
+    env = tracked(server, "restarted", "job-restarted")
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    wait_for(first, "epoch 3 step 2/")
+    first.kill()
+    first.communicate(timeout=60)
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "MLflow: continuing run" in second.stdout
+    [run] = runs_of(server, "restarted")
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in MlflowClient(server).get_metric_history(run.info.run_id,
+                                                                     "valid_acc")]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_failed_job_is_a_failed_run_with_its_reason(server, small_data, tmp_path):
+    shutil.rmtree(small_data / "valid")
+    result = subprocess.run(train_cmd(small_data, tmp_path / "run"), cwd=ROOT, text=True,
+                            capture_output=True, timeout=300,
+                            env=tracked(server, "failing", "job-failing"))
+    assert result.returncode == 1
+    [run] = runs_of(server, "failing")
+    assert run.info.status == "FAILED"
+    assert "no validation channel" in run.data.tags["failure"]
+
+
+def test_a_required_server_that_cannot_be_reached_stops_the_job_before_training(small_data,
+                                                                               tmp_path):
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run(train_cmd(small_data, tmp_path / "run", mlflow_required="true"),
+                            cwd=ROOT, text=True, capture_output=True, timeout=300,
+                            env=tracked(unreachable, "nowhere", "job-nowhere"))
+    assert result.returncode == 1
+    failure = (tmp_path / "run" / "output" / "failure").read_text()
+    assert f"mlflow_required=true, but MLflow at {unreachable} cannot be reached" in failure
+    assert "#metrics epoch=" not in result.stdout
