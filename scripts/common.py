@@ -57,6 +57,80 @@ def launch(args: argparse.Namespace) -> Launch:
     return Launch(local=args.local, region=args.region, role=args.role, image_tag=args.image_tag)
 
 
+MLFLOW_ARN = re.compile(r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:"
+                        r"(mlflow-app|mlflow-tracking-server)/[A-Za-z0-9-]+")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """The MLflow server that training jobs record themselves in (train/tracking.py): a
+    SageMaker MLflow App's or tracking server's ARN, or the URL of a server of your own."""
+    uri: str
+    experiment: str | None = None
+    run_name: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()  # more tags of each run (BYOC_MLFLOW_TAGS)
+
+    @property
+    def managed(self) -> bool:
+        return self.uri.startswith("arn:")
+
+    def environment(self, training_image: str, output: str) -> dict[str, str]:
+        """What the training container reads: where to log, and the run's image and model."""
+        env = {"MLFLOW_TRACKING_URI": self.uri, "BYOC_TRAINING_IMAGE": training_image}
+        if self.experiment:
+            env["MLFLOW_EXPERIMENT_NAME"] = self.experiment
+        if self.run_name:
+            env["MLFLOW_RUN_NAME"] = self.run_name
+        if output.startswith("s3://"):
+            env["BYOC_OUTPUT_PATH"] = output
+        if self.tags:
+            env["BYOC_MLFLOW_TAGS"] = ",".join(f"{key}={value}" for key, value in self.tags)
+        return env
+
+    def request_fields(self) -> dict:
+        """CreateTrainingJob's MlflowConfig, for SageMaker's managed MLflow alone."""
+        if not self.managed:
+            return {}
+        config = {"MlflowResourceArn": self.uri}
+        if self.experiment:
+            config["MlflowExperimentName"] = self.experiment
+        if self.run_name:
+            config["MlflowRunName"] = self.run_name
+        return {"MlflowConfig": config}
+
+
+def add_mlflow_arguments(parser: argparse.ArgumentParser, run_name: bool = True) -> None:
+    parser.add_argument("--mlflow", metavar="URI_OR_ARN", default=os.environ.get("SAGEMAKER_MLFLOW"),
+                        help="record the training jobs in MLflow: a SageMaker MLflow App's or "
+                             "tracking server's ARN, or a server's http(s):// URL (or "
+                             "SAGEMAKER_MLFLOW)")
+    parser.add_argument("--mlflow-experiment", metavar="NAME",
+                        help="the MLflow experiment (default: byoc-image-classifier)")
+    if run_name:
+        parser.add_argument("--mlflow-run-name", metavar="NAME",
+                            help="the job's MLflow run (default: the job's name)")
+
+
+def tracking(args: argparse.Namespace) -> Tracking | None:
+    """The MLflow flags, checked before any AWS call."""
+    uri = (args.mlflow or "").strip()
+    run_name = getattr(args, "mlflow_run_name", None)
+    if not uri:
+        if args.mlflow_experiment or run_name:
+            raise SystemExit("--mlflow-experiment and --mlflow-run-name need --mlflow (or "
+                             "SAGEMAKER_MLFLOW)")
+        return None
+    if uri.startswith("arn:") and not MLFLOW_ARN.fullmatch(uri):
+        raise SystemExit(f"--mlflow {uri!r} is not the ARN of an MLflow App or tracking server "
+                         "(arn:aws:sagemaker:REGION:ACCOUNT:mlflow-app/ID, or "
+                         "...:mlflow-tracking-server/NAME): copy it from SageMaker Studio's "
+                         "MLflow page or `aws sagemaker list-mlflow-apps`")
+    if not uri.startswith(("arn:", "http://", "https://")):
+        raise SystemExit(f"--mlflow {uri!r}: give an MLflow App's ARN or a server's "
+                         "http(s):// URL")
+    return Tracking(uri, args.mlflow_experiment, run_name)
+
+
 def role(target: Launch) -> str:
     if target.role:
         return target.role

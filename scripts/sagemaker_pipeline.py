@@ -90,8 +90,10 @@ def pipeline_spec(args: argparse.Namespace) -> PipelineSpec:
 
 def build(target: common.Launch, session, spec: PipelineSpec, hyperparameters: dict,
           resources: sagemaker_train.TrainingCompute,
-          services: sagemaker_train.ClosedServices = sagemaker_train.ClosedServices()):
-    """The Pipeline object; nothing is sent until upsert or create."""
+          services: sagemaker_train.ClosedServices = sagemaker_train.ClosedServices(),
+          tracking: common.Tracking | None = None):
+    """The Pipeline object; nothing is sent until upsert or create. tracking: the MLflow
+    server its training step records itself in."""
     from sagemaker.core.processing import Processor
     from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
@@ -127,7 +129,7 @@ def build(target: common.Launch, session, spec: PipelineSpec, hyperparameters: d
     trainer = sagemaker_train.trainer(
         target, session, output=output, hyperparameters=hp_parameters,
         resources=dataclasses.replace(resources, instance_type=train_type), services=services,
-        checkpoints=Join(on="/", values=[run_folder, "checkpoints", ""]))
+        checkpoints=Join(on="/", values=[run_folder, "checkpoints", ""]), tracking=tracking)
     channels = {name: Join(on="/", values=[data, name]) for name in ("train", "valid", "test")}
     train = TrainingStep(name="Train",
                          step_args=trainer.train(sagemaker_train.input_data(channels)))
@@ -193,7 +195,8 @@ def wait(session, execution_arn: str, poll_s: float = 30) -> dict:
 def built(args: argparse.Namespace, session):
     """The pipeline the command line describes."""
     return build(common.launch(args), session, pipeline_spec(args), common.hyperparameters(args),
-                 sagemaker_train.compute(args), sagemaker_train.closed_services(args))
+                 sagemaker_train.compute(args), sagemaker_train.closed_services(args),
+                 common.tracking(args))
 
 
 def run_local(args: argparse.Namespace, parameters: dict[str, str]) -> int:
@@ -245,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--processing-instance-type", default="ml.m5.xlarge")
         command.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
         sagemaker_train.add_sagemaker_debugging_arguments(command)
+        common.add_mlflow_arguments(command)
         define.append(name)
     start = commands.add_parser("start", help="start an execution")
     start.add_argument("--name", default="byoc-image-classifier")

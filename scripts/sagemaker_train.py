@@ -238,10 +238,12 @@ def model_trainer(job_name: str | None, extra_fields: dict, **settings):
 
 def trainer(target: common.Launch, sagemaker_session, *, output: str, hyperparameters: dict,
             resources: TrainingCompute, services: ClosedServices = ClosedServices(),
-            job_name: str | None = None, checkpoints=None):
+            job_name: str | None = None, checkpoints=None,
+            tracking: common.Tracking | None = None):
     """The ModelTrainer of a job (a pipeline's Train step too: then hyperparameters and the
     instance type may be pipeline parameters). checkpoints: the checkpoint S3 prefix of spot
-    jobs."""
+    jobs; tracking: the MLflow server the job records itself in (its Environment says where,
+    and for SageMaker's managed MLflow, its MlflowConfig)."""
     from sagemaker.core.shapes import (CheckpointConfig, OutputDataConfig,
                                        TensorBoardOutputConfig)
     from sagemaker.core.training.configs import Compute, StoppingCondition
@@ -249,8 +251,9 @@ def trainer(target: common.Launch, sagemaker_session, *, output: str, hyperparam
 
     rule_overrides = checked_hyperparameters(hyperparameters).rule_parameters
     spot = resources.spot and not target.local  # spot capacity can be taken back: checkpoints
+    image = common.image_uri("train", target, sagemaker_session.boto_region_name)
     settings = dict(
-        training_image=common.image_uri("train", target, sagemaker_session.boto_region_name),
+        training_image=image,
         role=common.role(target),
         hyperparameters=hyperparameters,
         compute=Compute(instance_type=common.instance_type(target, resources.gpu,
@@ -265,6 +268,8 @@ def trainer(target: common.Launch, sagemaker_session, *, output: str, hyperparam
     )
     if spot:
         settings["checkpoint_config"] = CheckpointConfig(s3_uri=checkpoints)
+    if tracking is not None:
+        settings["environment"] = tracking.environment(image, output)
     if target.local and not output.startswith("s3://"):
         # A local job: its folders, then its model.tar.gz, in the output folder.
         Path(output).mkdir(parents=True, exist_ok=True)
@@ -276,9 +281,10 @@ def trainer(target: common.Launch, sagemaker_session, *, output: str, hyperparam
         return model_trainer(job_name, {}, **settings)
     # The training container evaluates the rules and writes the TensorBoard record itself, in
     # every job; SageMaker's Debugger and Profiler only when asked.
-    job = model_trainer(job_name, closed_service_fields(output, services, rule_overrides,
-                                                        sagemaker_session.boto_region_name),
-                        **settings)
+    job = model_trainer(job_name, {
+        **closed_service_fields(output, services, rule_overrides,
+                                sagemaker_session.boto_region_name),
+        **(tracking.request_fields() if tracking else {})}, **settings)
     return job.with_tensorboard_output_config(TensorBoardOutputConfig(
         s3_output_path=f"{output.rstrip('/')}/tensorboard", local_path=TENSORBOARD_LOCAL_PATH))
 
@@ -328,8 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-name", help="default: byoc-train-<timestamp>")
     add_test_channel_argument(parser)
     add_sagemaker_debugging_arguments(parser)
+    common.add_mlflow_arguments(parser)
     args = parser.parse_args(argv)
     target = common.launch(args)
+    tracking = common.tracking(args)
     if target.local and (args.sagemaker_debugger or args.sagemaker_profiler):
         parser.error("--sagemaker-debugger and --sagemaker-profiler run on AWS (local mode has "
                      "neither; every job evaluates the rules itself)")
@@ -343,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     job = trainer(target, sagemaker_session, output=args.output,
                   hyperparameters=common.hyperparameters(args), resources=compute(args),
                   services=closed_services(args), job_name=name,
-                  checkpoints=checkpoint_uri(args.output, name))
+                  checkpoints=checkpoint_uri(args.output, name), tracking=tracking)
     inputs = channels(args.data, target.local, sagemaker_session.boto_session.client("s3"),
                       args.test_channel)
     wait = target.local or not args.no_wait  # local mode always runs to the end

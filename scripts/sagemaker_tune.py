@@ -12,6 +12,7 @@ tuning job ends, prints the best training job, its hyperparameters and its objec
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -34,7 +35,11 @@ class Search:
 
 
 def tuner(target: common.Launch, sagemaker_session, search: Search, *, output: str,
-          hyperparameters: dict, resources: sagemaker_train.TrainingCompute, job_name: str):
+          hyperparameters: dict, resources: sagemaker_train.TrainingCompute, job_name: str,
+          tracking: common.Tracking | None = None):
+    """tracking: the MLflow server each trial records itself in, as a run of one experiment
+    tagged with the tuning job's name (a tuning job's definition has no MlflowConfig: the
+    trials' Environment says where)."""
     from sagemaker.core.shapes import (HyperbandStrategyConfig,
                                        HyperParameterTuningJobStrategyConfig,
                                        HyperParameterTuningJobWarmStartConfig,
@@ -56,9 +61,11 @@ def tuner(target: common.Launch, sagemaker_session, search: Search, *, output: s
                 hyper_parameter_tuning_job_name=search.warm_start_from)])
     # The trials share one checkpoint prefix (a tuning job has one training job definition); the
     # training container keeps each trial's checkpoint in a folder named after the trial's job.
+    if tracking is not None:
+        tracking = dataclasses.replace(tracking, tags=(("tuning_job", job_name),))
     trainer = sagemaker_train.trainer(
         target, sagemaker_session, output=output, hyperparameters=fixed, resources=resources,
-        checkpoints=sagemaker_train.checkpoint_uri(output, job_name))
+        checkpoints=sagemaker_train.checkpoint_uri(output, job_name), tracking=tracking)
     return HyperparameterTuner(
         model_trainer=trainer,
         objective_metric_name=OBJECTIVE_METRIC,
@@ -113,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="at most 32 characters")
     sagemaker_train.add_test_channel_argument(parser)
     sagemaker_train.add_sagemaker_debugging_arguments(parser)
+    common.add_mlflow_arguments(parser, run_name=False)  # each trial's run: its job's name
     args = parser.parse_args(argv)
     target = common.launch(args)
+    tracking = common.tracking(args)
     if target.local:
         parser.error("SageMaker's tuner does not run in local mode: use python -m tune.local")
     if args.sagemaker_debugger or args.sagemaker_profiler:
@@ -130,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                     warm_start_from=args.warm_start_from)
     job = tuner(target, sagemaker_session, search, output=args.output,
                 hyperparameters=common.hyperparameters(args),
-                resources=sagemaker_train.compute(args), job_name=args.job_name)
+                resources=sagemaker_train.compute(args), job_name=args.job_name,
+                tracking=tracking)
     inputs = sagemaker_train.channels(args.data, False, sagemaker_session.boto_session.client("s3"),
                                       args.test_channel)
     job.tune(sagemaker_train.input_data(inputs), job_name=args.job_name, wait=not args.no_wait)

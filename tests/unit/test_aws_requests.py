@@ -1057,3 +1057,79 @@ def test_the_closed_services_are_refused_for_tuning_jobs(aws, sent, capsys):
                              "--role", ROLE, "--no-wait", "--sagemaker-debugger"])
     assert "not for tuning jobs" in capsys.readouterr().err
     assert dict(sent) == {}
+
+
+MLFLOW_APP = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-app/app-4xmplq5ok3ba"
+
+
+def test_a_job_records_itself_in_sagemakers_managed_mlflow(aws, sent, capsys):
+    """An MLflow App's ARN: CreateTrainingJob's MlflowConfig, and the container's Environment,
+    which train/tracking.py reads (whatever SageMaker does with MlflowConfig for a custom
+    image, the container knows where to log)."""
+    assert sagemaker_train.main([
+        "--data", "s3://data/dogs", "--output", "s3://data/runs", "--role", ROLE, "--no-wait",
+        "--mlflow", MLFLOW_APP, "--mlflow-experiment", "dogs",
+        "--mlflow-run-name", "resnet50-baseline"]) == 0
+    [job] = sent["CreateTrainingJob"]
+    assert job["MlflowConfig"] == {"MlflowResourceArn": MLFLOW_APP,
+                                   "MlflowExperimentName": "dogs",
+                                   "MlflowRunName": "resnet50-baseline"}
+    assert job["Environment"] == {
+        "MLFLOW_TRACKING_URI": MLFLOW_APP, "MLFLOW_EXPERIMENT_NAME": "dogs",
+        "MLFLOW_RUN_NAME": "resnet50-baseline",
+        "BYOC_TRAINING_IMAGE": f"{REGISTRY}/byoc-train:latest",
+        "BYOC_OUTPUT_PATH": "s3://data/runs"}
+
+
+def test_a_server_of_your_own_reaches_the_container_alone(aws, sent, monkeypatch):
+    monkeypatch.setenv("SAGEMAKER_MLFLOW", "https://mlflow.example.internal")
+    assert sagemaker_train.main(["--data", "s3://data/dogs", "--output", "s3://data/runs",
+                                 "--role", ROLE, "--no-wait"]) == 0
+    [job] = sent["CreateTrainingJob"]
+    assert "MlflowConfig" not in job
+    assert job["Environment"]["MLFLOW_TRACKING_URI"] == "https://mlflow.example.internal"
+    assert "MLFLOW_EXPERIMENT_NAME" not in job["Environment"]  # the container's default
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--mlflow", f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow/app"],
+     "is not the ARN of an MLflow App or tracking server"),
+    (["--mlflow", f"arn:aws:sagemaker:{REGION}:12345:mlflow-app/app-1"],
+     "is not the ARN of an MLflow App or tracking server"),
+    (["--mlflow", "mlflow.example.internal:5000"], "give an MLflow App's ARN or a server's"),
+    (["--mlflow-experiment", "dogs"], "--mlflow-experiment and --mlflow-run-name need --mlflow"),
+])
+def test_a_malformed_mlflow_target_fails_before_any_aws_call(aws, sent, flags, message):
+    with pytest.raises(SystemExit, match=message):
+        sagemaker_train.main(["--data", "s3://data/dogs", "--output", "s3://data/runs",
+                              "--role", ROLE, "--no-wait", *flags])
+    assert not sent, list(sent)
+
+
+def test_every_tuning_trial_records_itself_tagged_with_the_tuning_job(aws, sent):
+    from scripts import sagemaker_tune
+
+    assert sagemaker_tune.main([
+        "--data", "s3://data/dogs", "--output", "s3://data/tuning", "--role", ROLE, "--no-wait",
+        "--job-name", "byoc-tune-tracked", "--mlflow", MLFLOW_APP,
+        "--mlflow-experiment", "dogs-tuning"]) == 0
+    [request] = sent["CreateHyperParameterTuningJob"]
+    definition = request["TrainingJobDefinition"]
+    assert "MlflowConfig" not in definition  # the tuning API has none: the Environment says
+    assert definition["Environment"] == {
+        "MLFLOW_TRACKING_URI": MLFLOW_APP, "MLFLOW_EXPERIMENT_NAME": "dogs-tuning",
+        "BYOC_TRAINING_IMAGE": f"{REGISTRY}/byoc-train:latest",
+        "BYOC_OUTPUT_PATH": "s3://data/tuning", "BYOC_MLFLOW_TAGS": "tuning_job=byoc-tune-tracked"}
+
+
+def test_the_pipelines_training_step_records_itself(aws, sent):
+    from scripts import sagemaker_pipeline
+
+    assert sagemaker_pipeline.main([
+        "--role", ROLE, "upsert", "--name", "dogs-tracked", "--data", "s3://data/dogs-with-test",
+        "--output", "s3://data/pipeline", "--mlflow", MLFLOW_APP]) == 0
+    [created] = sent["CreatePipeline"]
+    train = next(s for s in json.loads(created["PipelineDefinition"])["Steps"]
+                 if s["Name"] == "Train")["Arguments"]
+    assert train["MlflowConfig"] == {"MlflowResourceArn": MLFLOW_APP}
+    assert train["Environment"]["MLFLOW_TRACKING_URI"] == MLFLOW_APP
