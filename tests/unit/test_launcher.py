@@ -79,6 +79,7 @@ DOCUMENTED = {
     "rule_parameters": {"overfit": {"patience": 3}, "step_outlier": {"stddev": 2.5}},
     "rule_actions": {"loss_not_decreasing": "stop"}, "record_interval": 4,
     "profiler": False, "profiler_interval": 2.5, "profiler_trace_steps": 0,
+    "mlflow_required": True,
 }
 
 
