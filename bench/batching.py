@@ -16,7 +16,9 @@ import os
 import statistics
 import time
 
-from bench.serving import RESULTS, in_threads, make_model, photo
+from bench import RESULTS
+from bench.model import make_model, photo
+from bench.serving import in_threads
 from serve.predictor import load_predictor
 
 

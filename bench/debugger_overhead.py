@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench import RESULTS
 from debugger import hook as debug_hook
 from debugger import profiler
 from debugger.config import collections
@@ -138,7 +139,7 @@ def main() -> None:
             f"hook_vs_baseline_amortised_over_{FULL_SAVE_EVERY}_steps": round(amortised / base, 3),
         })
     print(json.dumps(results, indent=2))
-    out = Path(__file__).parent / "results"
+    out = RESULTS
     out.mkdir(exist_ok=True)
     (out / "debugger_overhead.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.serving import RESULTS
+from bench import RESULTS
 from scripts.make_demo_data import generate
 
 

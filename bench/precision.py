@@ -25,27 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from artifact.manifest import ONNX_FILE, ONNX_INPUT, ONNX_OUTPUT
-from bench.serving import RESULTS, make_model
+from bench import RESULTS
+from bench.model import CALIBRATION, calibration_batches, make_model
 from train import quantize
-
-CALIBRATION = 64
-
-
-def calibration_batches(n: int = CALIBRATION) -> list[np.ndarray]:
-    """Demo-data images through the eval preprocessing: plausible activations to calibrate on."""
-    import io
-
-    from artifact.manifest import Preprocessing
-    from artifact.preprocess import eval_input
-    from scripts.make_demo_data import make_image
-
-    rng = np.random.default_rng(0)
-    batches = []
-    for i in range(n):
-        buffer = io.BytesIO()
-        make_image(rng, i % 6).resize((320, 240)).save(buffer, format="JPEG")
-        batches.append(eval_input(buffer.getvalue(), Preprocessing())[None])
-    return batches
 
 
 def onnxruntime_candidates(model_dir: Path, work: Path) -> dict:

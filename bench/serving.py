@@ -17,7 +17,6 @@ Results also go to bench/results/serving.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -29,19 +28,13 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import requests
-import torch
 
-from artifact.manifest import Manifest, Preprocessing, write_manifest
-from artifact.network import build_network
+from bench import RESULTS
+from bench.model import make_model, photo
 from scripts.local_endpoint import docker_command, free_port, wait_until_healthy
-from scripts.make_demo_data import make_image
 from serve.predictor import load_predictor
 from serve.settings import Settings
-from train.export import write_artifact
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def in_threads(client, count: int) -> float:
@@ -53,31 +46,6 @@ def in_threads(client, count: int) -> float:
     for t in threads:
         t.join()
     return time.perf_counter() - started
-
-
-def make_model(model_dir: Path) -> Path:
-    if (model_dir / "manifest.json").is_file() and (model_dir / "model.int8.onnx").is_file():
-        return model_dir
-    from bench.precision import calibration_batches
-    from train.export import export_int8
-
-    model, _ = build_network("resnet50", 133, [], 0.0)
-    manifest = Manifest(architecture="resnet50", classes=[f"{i:03d}.breed" for i in range(133)],
-                        preprocessing=Preprocessing(), name="bench-resnet50")
-    write_artifact(model, manifest, model_dir, torch.randn(2, 3, 224, 224))
-    batches = calibration_batches()
-    manifest.precisions["int8"] = export_int8(model_dir, batches, batches[:8],
-                                              np.zeros(8, dtype=np.int64))
-    write_manifest(model_dir, manifest)
-    return model_dir
-
-
-def photo() -> bytes:
-    """A 960x720 JPEG, about the size of the dog-breed photos."""
-    image = make_image(np.random.default_rng(0), 3).resize((960, 720))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 WRK_SCRIPT = """

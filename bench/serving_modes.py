@@ -28,7 +28,9 @@ from pathlib import Path
 
 import requests
 
-from bench.serving import RESULTS, container_memory_mib, make_model, photo
+from bench import RESULTS
+from bench.model import make_model, photo
+from bench.serving import container_memory_mib
 from scripts.local_endpoint import docker_command, free_port, wait_until_healthy
 
 

@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import RESULTS
 from scripts.make_demo_data import generate
 from tune import local
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def study(data: Path, out: Path, trials: int, fixed: dict, space: Path, fast: bool) -> dict:

@@ -3,30 +3,11 @@ step, accuracy per epoch, system utilisation, step-time breakdown and the rules'
 plots are PNGs embedded in the page, so the file opens anywhere, offline."""
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 
 from debugger.rules import ISSUES, Verdict
-
-
-def figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 3.6))
-    return plt, fig, ax
-
-
-def png_base64(plt, fig) -> str:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+from util.html_report import fact_rows, figure, png_base64
 
 
 def plot_loss(steps: list[dict], history: list[dict]) -> str | None:
@@ -142,8 +123,6 @@ def write(path: Path, *, title: str, facts: dict, history: list[dict], profile: 
         f'<img class="plot" id="{pid}" alt="{alt}" src="data:image/png;base64,{data}">'
         for pid, alt, data in plots if data
     )
-    fact_rows = "\n".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-                          for k, v in facts.items())
     debug_section = (f"<table><tr><th>rule</th><th>status</th><th>issues</th><th>step</th>"
                      f"<th>why</th></tr>{_verdict_rows(debugger_verdicts)}</table>")
     page = f"""<!DOCTYPE html>
@@ -151,7 +130,7 @@ def write(path: Path, *, title: str, facts: dict, history: list[dict], profile: 
 <style>{STYLE}</style><script>{COUNT_PLOTS}</script></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<table class="summary">{fact_rows}</table>
+<table class="summary">{fact_rows(facts)}</table>
 {"".join(f"<p>{html.escape(n)}</p>" for n in notes)}
 <h2>Debugger rules</h2>
 {debug_section}

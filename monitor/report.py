@@ -7,15 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from debugger.report import figure, png_base64
 from artifact.baseline import QUANTILES, STATISTICS
 from monitor.profile import Check
+from util.html_report import fact_rows, figure, png_base64
 
 
 def plot_statistic(check: Check, quantiles: list[float]) -> str:
     """The window's CDF over the baseline's."""
-    plt, fig, ax = figure()
-    fig.set_size_inches(4.6, 2.8)
+    plt, fig, ax = figure(4.6, 2.8)
     ax.plot(quantiles, QUANTILES, label="training (validation images)", color="tab:blue")
     window = np.sort(check.window)
     ax.step(window, np.arange(1, len(window) + 1) / len(window), where="post",
@@ -55,8 +54,6 @@ def write(path: Path, *, checks: list[Check], baseline: dict, facts: dict) -> No
         f'<tr class="{"violation" if c.violated else "ok"}"><td>{html.escape(c.feature_name)}</td>'
         f'<td>{"VIOLATION" if c.violated else "ok"}</td><td>{c.statistic:.4g}</td>'
         f'<td>{c.threshold:.4g}</td><td>{html.escape(c.description)}</td></tr>' for c in checks)
-    fact_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                        for k, v in facts.items())
     violated = sum(c.violated for c in checks)
     path.write_text(f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Image drift report</title>
@@ -67,7 +64,7 @@ tr.violation td{{background:#fde2e2}} figure{{display:inline-block;margin:4px}}<
   document.body.dataset.plotsLoaded = ++plots; }}</script></head>
 <body data-plots-loaded="0">
 <h1>Image drift: {violated} violation{"" if violated == 1 else "s"} in {len(checks)} checks</h1>
-<table>{fact_rows}</table>
+<table>{fact_rows(facts, key_cell="th")}</table>
 <h2>Checks</h2>
 <p>Each number's distribution in the window against the validation images' (two-sample
 Kolmogorov-Smirnov distance), and the predicted classes' shares (chi-square); a check fails when
