@@ -99,13 +99,15 @@ class Tracking:
         return {"MlflowConfig": config}
 
 
-def add_mlflow_arguments(parser: argparse.ArgumentParser, run_name: bool = True) -> None:
+def add_mlflow_arguments(parser: argparse.ArgumentParser, experiment: bool = True,
+                         run_name: bool = True) -> None:
     parser.add_argument("--mlflow", metavar="URI_OR_ARN", default=os.environ.get("SAGEMAKER_MLFLOW"),
                         help="record the training jobs in MLflow: a SageMaker MLflow App's or "
                              "tracking server's ARN, or a server's http(s):// URL (or "
                              "SAGEMAKER_MLFLOW)")
-    parser.add_argument("--mlflow-experiment", metavar="NAME",
-                        help="the MLflow experiment (default: byoc-image-classifier)")
+    if experiment:
+        parser.add_argument("--mlflow-experiment", metavar="NAME",
+                            help="the MLflow experiment (default: byoc-image-classifier)")
     if run_name:
         parser.add_argument("--mlflow-run-name", metavar="NAME",
                             help="the job's MLflow run (default: the job's name)")
@@ -114,9 +116,10 @@ def add_mlflow_arguments(parser: argparse.ArgumentParser, run_name: bool = True)
 def tracking(args: argparse.Namespace) -> Tracking | None:
     """The MLflow flags, checked before any AWS call."""
     uri = (args.mlflow or "").strip()
+    experiment = getattr(args, "mlflow_experiment", None)
     run_name = getattr(args, "mlflow_run_name", None)
     if not uri:
-        if args.mlflow_experiment or run_name:
+        if experiment or run_name:
             raise SystemExit("--mlflow-experiment and --mlflow-run-name need --mlflow (or "
                              "SAGEMAKER_MLFLOW)")
         return None
@@ -128,7 +131,7 @@ def tracking(args: argparse.Namespace) -> Tracking | None:
     if not uri.startswith(("arn:", "http://", "https://")):
         raise SystemExit(f"--mlflow {uri!r}: give an MLflow App's ARN or a server's "
                          "http(s):// URL")
-    return Tracking(uri, args.mlflow_experiment, run_name)
+    return Tracking(uri, experiment, run_name)
 
 
 def role(target: Launch) -> str:

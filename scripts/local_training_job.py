@@ -10,7 +10,8 @@ read-only at /opt/ml/input/data/<channel>, mounts job-dir as /opt/ml, and runs
 `docker run ... IMAGE train` with hostname algo-1 and TRAINING_JOB_NAME set, as SageMaker does
 (--job-name; the same name again is a restart of the same job, which resumes its checkpoint).
 --checkpoints mounts a folder of your own as /opt/ml/checkpoints, playing the checkpoint S3
-prefix that several jobs may share. Afterwards job-dir holds model/, output/ (data/, failure or
+prefix that several jobs may share; each --env NAME=VALUE is set in the container as the job's
+Environment is (MLFLOW_TRACKING_URI, say). Afterwards job-dir holds model/, output/ (data/, failure or
 success) and checkpoints/, as S3 would.
 """
 from __future__ import annotations
@@ -95,12 +96,19 @@ def main() -> int:
                         help="TRAINING_JOB_NAME; the same name again resumes that job's checkpoint")
     parser.add_argument("--checkpoints", type=Path,
                         help="a folder mounted as /opt/ml/checkpoints (plays checkpoint_s3_uri)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set in the container, as the job's Environment is "
+                             "(MLFLOW_TRACKING_URI=..., say)")
     args = parser.parse_args()
+    for item in args.hp + args.env:
+        if "=" not in item:
+            parser.error(f"{item!r} is not NAME=VALUE")
     hyperparameters = dict(item.split("=", 1) for item in args.hp)
     prepare_job(args.job_dir, args.data, hyperparameters,
                 args.debugger_save_interval if args.sagemaker_debugger else None)
     return subprocess.call(docker_command(args.image, args.job_dir, args.data,
-                                          job_name=args.job_name, checkpoints=args.checkpoints))
+                                          job_name=args.job_name, checkpoints=args.checkpoints,
+                                          env=dict(item.split("=", 1) for item in args.env)))
 
 
 if __name__ == "__main__":

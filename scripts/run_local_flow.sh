@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole flow on this machine, as SageMaker would run it: build the training and serving
 # images, make the demo data, run a training job in the training container with /opt/ml mounted,
-# then serve the trained model from the serving container and classify a JPEG and a PNG over HTTP.
+# recorded in a local MLflow server, then serve the trained model from the serving container and
+# classify a JPEG and a PNG over HTTP.
 # Needs Docker and python3 with venv; the scripts run from .venv (made on first use, as the tests'
 # is: scripts/dev_venv.sh).
 # BASE_IMAGE and EXTRA_CA_BUNDLE are passed on to the image builds (see docker/build.sh);
-# PORT (default 8080) is where the endpoint listens on this machine.
+# PORT (default 8080) is where the endpoint listens on this machine; MLFLOW_PORT (default 5000),
+# the MLflow server that the training job records itself in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,11 +29,34 @@ echo "== 3/4 training in the container (SageMaker's contract: /opt/ml mounted, \
 hp_args=()
 while IFS= read -r kv; do hp_args+=(--hp "$kv"); done < <(
   "$python" -c 'import json; [print(f"{k}={v}") for k, v in json.load(open("scripts/demo_hyperparameters.json")).items()]')
+# The job records itself in an MLflow server on this machine, kept in $work/mlflow (a SQLite
+# store and the artifacts), where the container reaches it: Docker's bridge address.
+mlflow_url=""
+gateway=$("$python" -c 'from scripts.local_mlflow import bridge_gateway; print(bridge_gateway())' || true)
+if [ -n "$gateway" ]; then
+  "$python" -m scripts.local_mlflow --folder "$work/mlflow" --host "$gateway" \
+    --port "${MLFLOW_PORT:-5000}" > "$work/mlflow.log" 2>&1 &
+  mlflow_pid=$!
+  trap 'kill "$mlflow_pid" 2>/dev/null || true' EXIT
+  for _ in $(seq 120); do
+    mlflow_url=$(sed -n 's/^MLflow at \(http[^ ]*\).*/\1/p' "$work/mlflow.log")
+    [ -n "$mlflow_url" ] || ! kill -0 "$mlflow_pid" 2>/dev/null && break
+    sleep 1
+  done
+fi
+[ -n "$mlflow_url" ] || echo "(no MLflow server: the job trains without tracking; see $work/mlflow.log)"
 started=$(date +%s)
 "$python" -m scripts.local_training_job --image byoc-train:latest --data demo_data \
-  --job-dir "$work/job" "${hp_args[@]}" 2>&1 | tee "$work/train.log" | grep -E "#metrics|FAILURE|ERROR" || true
+  --job-dir "$work/job" --job-name "demo-$(date +%Y%m%d-%H%M%S)" "${hp_args[@]}" \
+  ${mlflow_url:+--env "MLFLOW_TRACKING_URI=$mlflow_url" --env MLFLOW_EXPERIMENT_NAME=demo} \
+  2>&1 | tee "$work/train.log" | grep -E "#metrics|FAILURE|ERROR|WARNING.*MLflow" || true
 [ -f "$work/job/output/success" ] || { echo "training failed:"; cat "$work/job/output/failure"; exit 1; }
 echo "trained in $(( $(date +%s) - started )) s; model artifact in $work/job/model"
+if [ -n "$mlflow_url" ]; then
+  kill "$mlflow_pid" && wait "$mlflow_pid" || true
+  echo "the job's MLflow run (parameters, metrics by epoch, rule counts, reports, model):"
+  echo "  $python -m scripts.local_mlflow --folder $work/mlflow   # then open http://127.0.0.1:5000"
+fi
 "$python" -c 'import json, sys
 for v in json.load(open(sys.argv[1])): print("  rule %-28s %s" % (v["rule"], v["status"]))' \
   "$work/job/output/data/rule_report.json"

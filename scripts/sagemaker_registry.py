@@ -3,13 +3,17 @@ versions with their test figures, approve or reject one. Deploy an approved vers
 `scripts.sagemaker_deploy --model-package ARN`.
 
     python -m scripts.sagemaker_registry register --group dogs \
-        --model-data s3://BUCKET/runs/JOB/output/model.tar.gz [--metrics s3://.../evaluation.json]
+        --model-data s3://BUCKET/runs/JOB/output/model.tar.gz [--metrics s3://.../evaluation.json] \
+        [--mlflow ARN_OR_URL]
     python -m scripts.sagemaker_registry list --group dogs
     python -m scripts.sagemaker_registry approve ARN [--note "checked by Ana"]
     python -m scripts.sagemaker_registry reject ARN --note "worse on the new breeds"
 
 A version starts as PendingManualApproval (the pipeline registers only models that passed its
-accuracy condition); an endpoint is made only from an Approved one.
+accuracy condition); an endpoint is made only from an Approved one. With --mlflow (or
+SAGEMAKER_MLFLOW), the version records the MLflow run of the job that trained the model (the
+run whose model_location is --model-data) in its metadata, and the run gets the version's ARN
+as its model_package_arn tag.
 """
 from __future__ import annotations
 
@@ -50,15 +54,29 @@ def package_arguments(container: dict, group, gpu: bool = False, evaluation_uri=
 
 
 def register(target: common.Launch, sagemaker_session, source: ModelSource, group: str,
-             evaluation_uri: str | None = None) -> str:
-    """A new PendingManualApproval version of the group (made when missing); its ARN."""
+             evaluation_uri: str | None = None, run: dict[str, str] | None = None) -> str:
+    """A new PendingManualApproval version of the group (made when missing); its ARN. run: the
+    MLflow run that trained it, as the version's metadata."""
     from sagemaker.core.model_registry import create_model_package_from_containers
 
     container = serving_container(target, source.gpu, common.uri(source.model_data, False),
                                   sagemaker_session.boto_region_name)
-    package = create_model_package_from_containers(sagemaker_session, **package_arguments(
-        container, group, source.gpu, evaluation_uri, f"model.tar.gz {source.model_data}"))
+    package = create_model_package_from_containers(
+        sagemaker_session, **package_arguments(container, group, source.gpu, evaluation_uri,
+                                               f"model.tar.gz {source.model_data}"),
+        customer_metadata_properties=run)
     return package["ModelPackageArn"]
+
+
+def training_run(tracking: common.Tracking, model_data: str):
+    """The MLflow run of the job that wrote model_data (train/tracking.py tags it so), or None."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking.uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(experiments, max_results=1,
+                               filter_string=f"tags.model_location = '{model_data}'")
+    return found[0] if found else None
 
 
 def versions(sagemaker_session, group: str) -> list[dict]:
@@ -109,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--model-data", required=True, help="the training job's s3:// model.tar.gz")
     add.add_argument("--metrics", help="s3:// evaluation.json to record as the model's quality")
     common.add_gpu_argument(add)
+    common.add_mlflow_arguments(add, experiment=False, run_name=False)
     listing = commands.add_parser("list", help="the group's versions, newest first")
     listing.add_argument("--group", required=True)
     for name in ("approve", "reject"):
@@ -125,9 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     target = common.launch(args)
     sagemaker_session = common.session(target)
     if args.command == "register":
+        tracking = common.tracking(args)
+        run = training_run(tracking, args.model_data) if tracking else None
+        if tracking and run is None:
+            print(f"no MLflow run at {tracking.uri} trained {args.model_data}: the version "
+                  "records none")
         arn = register(target, sagemaker_session,
                        ModelSource(model_data=args.model_data, gpu=args.gpu), args.group,
-                       args.metrics)
+                       args.metrics, run and {"mlflow_run_id": run.info.run_id,
+                                              "mlflow_tracking_uri": tracking.uri})
+        if run is not None:
+            from mlflow import MlflowClient
+
+            MlflowClient(tracking.uri).set_tag(run.info.run_id, "model_package_arn", arn)
+            print(f"MLflow run {run.info.run_id} ({run.info.run_name}) trained it")
         print(f"registered: {arn} ({PENDING})")
     elif args.command == "list":
         rows = versions(sagemaker_session, args.group)

@@ -1,6 +1,7 @@
 """Shared fixtures: generated data sets and tiny training settings."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -25,6 +26,24 @@ TINY = {
     "epochs": "2", "batch_size": "16", "hidden_units": "[16]", "lr": "0.003",
     "num_workers": "0", "log_every_steps": "1",
 }
+
+
+@contextlib.contextmanager
+def mlflow_tracking_uri(uri: str):
+    """mlflow.set_tracking_uri for a block. MLflow also sets MLFLOW_TRACKING_URI in os.environ,
+    which every later test's processes would inherit, pointing them at a stopped server."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def tiny_args(**overrides) -> list[str]:

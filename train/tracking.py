@@ -52,6 +52,13 @@ def tracking_uri() -> str | None:
     return os.environ.get("MLFLOW_TRACKING_URI", "").strip() or None
 
 
+def bound_retries() -> None:
+    """MLflow's own defaults (7 retries, 120 s each) would keep a request to a dead server going
+    for many minutes; the user's settings win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
 def run_tags(job: str) -> dict[str, str]:
     """What the run is: the job, where it ran, on what data, from which image and revision."""
     tags = {"job": job,
@@ -87,8 +94,7 @@ class Tracker:
         cannot be reached; else in the background, like everything else."""
         if not self.enabled:
             return self
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        bound_retries()
 
         def open_run():
             self._open(run_id, on_run)

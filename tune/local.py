@@ -15,7 +15,9 @@ trial trains only the head on them, in seconds.
 
 The study lives in SQLite (--storage; several processes may share it). At the end, in --out:
 best_hyperparameters.json (strings, as the training container's hyperparameters.json takes
-them), trials.csv, objective_by_trial.png and parameter_importance.png.
+them), trials.csv, objective_by_trial.png and parameter_importance.png. With
+MLFLOW_TRACKING_URI set, the study is a run in MLflow and each trial a run nested under it
+(tune/mlflow_runs.py).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import csv
 import functools
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -32,9 +35,12 @@ from pathlib import Path
 import optuna
 
 from util.progress import Progress
+from train import checkpoint
 from train.config import from_hyperparameters
 from train.metrics import OBJECTIVE_METRIC, parse_metrics
+from train.tracking import tracking_uri
 from tune import space as search_space
+from tune.mlflow_runs import StudyRuns
 
 log = logging.getLogger("tune")
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,12 +65,14 @@ def report_epoch(trial: optuna.Trial, epoch: int, accuracy: float) -> None:
         raise optuna.TrialPruned(f"pruned after epoch {epoch} at {accuracy:.4f}")
 
 
-def run_trial(trial: optuna.Trial, cmd: list[str], out: Path, timeout_s: float) -> float:
+def run_trial(trial: optuna.Trial, cmd: list[str], out: Path, timeout_s: float,
+              env: dict[str, str] | None = None) -> float:
     """Runs one training, reporting each epoch's objective; returns its last value, as SageMaker's
-    tuner takes it (the best validation accuracy so far: the exported model's)."""
+    tuner takes it (the best validation accuracy so far: the exported model's). env: more of the
+    run's environment (its MLflow run's)."""
     objective, epoch = None, 0
     with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as process:
+                          text=True, env={**os.environ, **(env or {})}) as process:
         expired = threading.Event()
 
         def expire():  # also catches a run that hangs without a word
@@ -107,16 +115,27 @@ def fast_trial(trial: optuna.Trial, features, hyperparameters: dict) -> float:
         raise TrialFailed(str(e)) from None
 
 
-def objective(args, space, fixed: dict, features=None):
+def trial_folder(tuning_out: Path, number: int) -> Path:
+    return tuning_out / "trials" / f"trial-{number:04d}"
+
+
+def trial_run(tuning_out: Path, number: int) -> str | None:
+    """The MLflow run a trial's training recorded itself in (kept beside its checkpoint)."""
+    folder = trial_folder(tuning_out, number) / "checkpoints"
+    return checkpoint.JobCheckpoints(folder, checkpoint.LOCAL_JOB).tracking_run()
+
+
+def objective(args, space, fixed: dict, features=None, runs: StudyRuns | None = None):
     def run(trial: optuna.Trial) -> float:
         chosen = search_space.suggest(trial, space)
         hyperparameters = {**fixed, **chosen}
         try:
             if features is not None:
                 return fast_trial(trial, features, hyperparameters)
-            out = args.out / "trials" / f"trial-{trial.number:04d}"
+            out = trial_folder(args.out, trial.number)
             cmd = train_command(args.data, out, args.out / "cache", hyperparameters)
-            return run_trial(trial, cmd, out, args.trial_timeout_s)
+            env = runs.trial_environment(trial.study, trial.number) if runs else {}
+            return run_trial(trial, cmd, out, args.trial_timeout_s, env)
         except TrialFailed as e:
             trial.set_user_attr("failure", str(e))
             log.warning("trial %d failed: %s", trial.number, e)
@@ -225,9 +244,16 @@ def main(argv: list[str] | None = None) -> int:
         load_if_exists=True, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=args.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+    runs = StudyRuns(tracking_uri()).open(study)
+
+    def trial_ended(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        runs.trial_ended(study, trial, None if args.fast else trial_run(args.out, trial.number))
+        progress.update()
+
     with Progress("local tuning", args.trials, "trials") as progress:
-        study.optimize(objective(args, space, fixed, features), n_trials=args.trials,
-                       catch=(TrialFailed,), callbacks=[lambda *_: progress.update()])
+        study.optimize(objective(args, space, fixed, features, runs), n_trials=args.trials,
+                       catch=(TrialFailed,), callbacks=[trial_ended])
+    runs.close()
 
     print_table(study)
     write_report(study, args.out)

@@ -193,6 +193,16 @@ def test_a_server_that_never_answers_ends_the_wait_with_its_log(serve_image, dem
     subprocess.run(["docker", "rm", "-f", endpoint.name], capture_output=True)
 
 
+def test_the_cpu_image_carries_onnx_runtime_and_neither_torch_nor_mlflow(serve_image):
+    """Training's tracking (mlflow) and the GPU image's PyTorch stay out of the CPU image."""
+    probe = ("import importlib.util as u; print(','.join(m for m in ('onnxruntime', 'torch', "
+             "'mlflow') if u.find_spec(m)))")
+    found = subprocess.run(["docker", "run", "--rm", "--entrypoint", "/opt/venv/bin/python",
+                            serve_image, "-c", probe], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert found == "onnxruntime"
+
+
 def test_a_missing_model_stops_the_container_saying_why(serve_image, tmp_path):
     result = subprocess.run(["docker", "run", "--rm", "-v", f"{tmp_path}:/opt/ml/model:ro",
                              serve_image, "serve"], capture_output=True, text=True, timeout=120)

@@ -9,19 +9,14 @@ import json
 import subprocess
 
 from scripts.local_endpoint import content_type
+from scripts.local_mlflow import bridge_gateway
+from scripts.local_mlflow import start as start_server
+from scripts.local_mlflow import stop as stop_server
 from scripts.local_training_job import docker_command, prepare_job
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mlflow_tracking_uri
 from tests.container.test_serve_container import Endpoint
-from tests.unit.test_tracking import start_server, stop_server
 
 EPOCHS = 3
-
-
-def bridge_gateway() -> str:
-    """This machine's address on Docker's default network: where a container reaches it."""
-    return subprocess.run(["docker", "network", "inspect", "bridge", "-f",
-                           "{{(index .IPAM.Config 0).Gateway}}"], capture_output=True, text=True,
-                          check=True).stdout.strip()
 
 
 def image_revision(image: str) -> str:
@@ -67,8 +62,8 @@ def test_the_training_image_records_its_job_and_a_model_that_answers_as_the_serv
         assert {"evaluation.json", "rule_report.json", "training_report.html",
                 "confusion_matrix.png", "manifest.json"} <= reports
 
-        mlflow.set_tracking_uri(url)
-        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+        with mlflow_tracking_uri(url):
+            model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
         images = sorted((demo_data / "test").glob("*/*"))
         logged = [answer[0]["label"] for answer in model.predict([p.read_bytes()
                                                                   for p in images])]

@@ -1133,3 +1133,38 @@ def test_the_pipelines_training_step_records_itself(aws, sent):
                  if s["Name"] == "Train")["Arguments"]
     assert train["MlflowConfig"] == {"MlflowResourceArn": MLFLOW_APP}
     assert train["Environment"]["MLFLOW_TRACKING_URI"] == MLFLOW_APP
+
+
+def test_a_registered_version_records_the_mlflow_run_that_trained_it(aws, sent, capsys,
+                                                                     tmp_path):
+    """A real MLflow server holds the training job's run (model_location, as train/tracking.py
+    tags it); the registry finds it, the version's metadata names it, and the run gets the
+    version's ARN."""
+    from mlflow import MlflowClient
+
+    from scripts import local_mlflow, sagemaker_registry
+
+    model_data = "s3://data/runs/dogs-7/output/model.tar.gz"
+    server, url = local_mlflow.start(tmp_path / "mlflow")
+    try:
+        client = MlflowClient(url)
+        experiment = client.create_experiment("dogs")
+        client.create_run(experiment, run_name="dogs-6",
+                          tags={"model_location": "s3://data/runs/dogs-6/output/model.tar.gz"})
+        trained = client.create_run(experiment, run_name="dogs-7",
+                                    tags={"model_location": model_data}).info.run_id
+        assert sagemaker_registry.main(["--role", ROLE, "register", "--group", "dogs",
+                                        "--model-data", model_data, "--mlflow", url]) == 0
+        arn = capsys.readouterr().out.split("registered: ")[1].split()[0]
+        [package] = sent["CreateModelPackage"]
+        assert package["CustomerMetadataProperties"] == {"mlflow_run_id": trained,
+                                                         "mlflow_tracking_uri": url}
+        assert client.get_run(trained).data.tags["model_package_arn"] == arn
+
+        assert sagemaker_registry.main([
+            "--role", ROLE, "register", "--group", "dogs", "--mlflow", url,
+            "--model-data", "s3://data/runs/elsewhere/output/model.tar.gz"]) == 0
+        assert "no MLflow run at" in capsys.readouterr().out
+        assert "CustomerMetadataProperties" not in sent["CreateModelPackage"][-1]
+    finally:
+        local_mlflow.stop(server)

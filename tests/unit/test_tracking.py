@@ -2,43 +2,27 @@
 artifacts served by the server) and read back with MLflow's own client: the run, its parameters,
 the per-epoch history, the rules' counts, the artifacts and a model that mlflow.pyfunc loads and
 that answers as the serving code does; a server stopped mid-training, a spot restart, a failed
-run, and a server required but unreachable."""
+run, a server required but unreachable, and an MLflow App's ARN resolved and signed by the
+sagemaker-mlflow plugin."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from scripts.local_endpoint import free_port, wait_for_http
-from tests.conftest import ROOT, tiny_args
+from scripts.local_endpoint import free_port
+from scripts.local_mlflow import start as start_server
+from scripts.local_mlflow import stop as stop_server
+from tests.conftest import ROOT, mlflow_tracking_uri, tiny_args
 from tests.unit.test_training import wait_for
-
-
-def start_server(folder, host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
-    """`mlflow server` as a team runs its own: a SQLite store, artifacts under folder (clients
-    send them through the server). host: the address it listens on and is reached at."""
-    folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable))
-    process = subprocess.Popen(
-        [mlflow, "server", "--host", host, "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-         "--artifacts-destination", str(folder / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://{host}:{port}"
-    wait_for_http(f"{url}/health", 120,
-                  stopped=lambda: None if process.poll() is None else "mlflow server exited")
-    return process, url
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +88,8 @@ def test_a_job_records_its_run_and_a_model_that_answers_as_the_server(server, sm
 
     import mlflow
 
-    mlflow.set_tracking_uri(server)
-    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    with mlflow_tracking_uri(server):
+        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     images = sorted((small_data / "test").glob("*/*"))
     answers = model.predict([p.read_bytes() for p in images])
     from serve.predictor import load_predictor
@@ -172,3 +156,90 @@ def test_a_required_server_that_cannot_be_reached_stops_the_job_before_training(
     failure = (tmp_path / "run" / "output" / "failure").read_text()
     assert f"mlflow_required=true, but MLflow at {unreachable} cannot be reached" in failure
     assert "#metrics epoch=" not in result.stdout
+
+
+class RecordingProxy:
+    """Forwards every request to the MLflow server and keeps its method, path and headers: what
+    the sagemaker-mlflow plugin sends to a SageMaker MLflow App."""
+
+    def __init__(self, upstream: str):
+        self.requests: list[tuple[str, str, dict]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                proxy.requests.append((self.command, self.path,
+                                       {k.lower(): v for k, v in self.headers.items()}))
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("content-type", "accept")}
+                request = urllib.request.Request(upstream + self.path, data=body or None,
+                                                 headers=headers, method=self.command)
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as answer:
+                        status, payload, kind = answer.status, answer.read(), answer.headers
+                except urllib.error.HTTPError as error:
+                    status, payload, kind = error.code, error.read(), error.headers
+                self.send_response(status)
+                self.send_header("Content-Type", kind.get("Content-Type", "application/json"))
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+APP_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:mlflow-app/app-4xmplq5ok3ba"
+
+
+def test_an_mlflow_apps_arn_is_resolved_and_signed_by_sagemaker_mlflow(small_data, tmp_path):
+    """The job is given only the App's ARN, as SageMaker gives it. The plugin would send to the
+    App's regional endpoint; SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT (the plugin's own override) points
+    it here instead, at a real server whose clients write the artifacts themselves, as they write
+    to the App's S3 bucket."""
+    from mlflow import MlflowClient
+    from sagemaker_mlflow.host_creds import get_host_creds
+
+    assert get_host_creds(APP_ARN).host == "https://mlflow.sagemaker.eu-west-1.app.aws"
+    process, url = start_server(tmp_path / "mlflow", served_artifacts=False)
+    proxy = RecordingProxy(url)
+    try:
+        credentials = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+                       "AWS_DEFAULT_REGION": "eu-west-1", "AWS_CONFIG_FILE": os.devnull,
+                       "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+        env = {k: v for k, v in tracked(APP_ARN, "on-aws", "job-on-aws").items()
+               if k not in ("AWS_PROFILE", "AWS_SESSION_TOKEN")}
+        result = subprocess.run(train_cmd(small_data, tmp_path / "run", epochs=2), cwd=ROOT,
+                                text=True, capture_output=True, timeout=900,
+                                env={**env, **credentials,
+                                     "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": proxy.url})
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "cannot be reached or refused" not in result.stdout + result.stderr
+        [run] = runs_of(url, "on-aws")
+        assert run.info.status == "FINISHED" and run.data.params["epochs"] == "2"
+        client = MlflowClient(url)
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_acc")] == [1, 2]
+        assert "reports/evaluation.json" in {
+            a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    finally:
+        proxy.close()
+        stop_server(process)
+    assert proxy.requests
+    for method, path, headers in proxy.requests:
+        assert headers["x-sm-mlflow-app-arn"] == APP_ARN, (method, path)
+        assert headers["authorization"].startswith(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"), (method, path)
+        assert "/eu-west-1/sagemaker/aws4_request" in headers["authorization"], (method, path)
+    paths = {path.split("?")[0] for _, path, _ in proxy.requests}
+    assert {"/api/2.0/mlflow/runs/create", "/api/2.0/mlflow/runs/log-batch",
+            "/api/2.0/mlflow/runs/update"} <= paths

@@ -93,3 +93,67 @@ def test_fast_trials_refuse_a_space_that_changes_the_features(small_data_master,
         local.main(["--data", str(small_data_master), "--fast", "--space", str(space), *FIXED])
     assert stopped.value.code == 2
     assert "image_size cannot be tuned with it" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    from scripts import local_mlflow
+
+    process, url = local_mlflow.start(tmp_path_factory.mktemp("mlflow"))
+    yield url
+    local_mlflow.stop(process)
+
+
+def study_runs(url: str, experiment: str) -> tuple:
+    """The study's run and its trials' runs, by trial number."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(url)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {int(r.data.tags["optuna_trial"]): r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert len(runs) == 1 + len(children)
+    return parent, children
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_tracked_study_is_a_run_with_a_run_nested_for_each_trial(small_data_master, tmp_path,
+                                                                   mlflow_server, monkeypatch,
+                                                                   fast):
+    experiment = f"study-{'fast' if fast else 'trained'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+    out = tmp_path / "tuning"
+    args = ["--data", str(small_data_master), "--out", str(out), *FIXED,
+            *(["--fast"] if fast else [])]
+    assert local.main([*args, "--trials", "3"]) == 0
+    assert local.main([*args, "--trials", "1"]) == 0  # continued: the same study's run
+    parent, children = study_runs(mlflow_server, experiment)
+    rows = {int(r["trial"]): r for r in read_trials(out)}
+    assert sorted(children) == sorted(rows) == [0, 1, 2, 3]
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "byoc"
+    best = max((r for r in rows.values() if r["state"] == "COMPLETE"),
+               key=lambda r: float(r["valid:best_accuracy"]))
+    assert parent.data.tags["best_trial"] == best["trial"]
+    for number, run in children.items():
+        state = rows[number]["state"]
+        assert run.data.tags["optuna_state"] == state
+        assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[state]
+        assert float(run.data.params["lr"]) == float(rows[number]["lr"])
+        assert run.info.run_name == f"trial-{number:04d}"
+
+
+def test_a_tracked_failed_trial_is_a_failed_run_with_its_reason(small_data_master, tmp_path,
+                                                               mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "study-failing")
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"lr": {"type": "categorical", "values": [1e30, 1e31]}}))
+    out = tmp_path / "tuning"
+    assert local.main(["--data", str(small_data_master), "--trials", "1", "--out", str(out),
+                       "--space", str(space), *FIXED, "--hp=epochs=3"]) == 1
+    _, children = study_runs(mlflow_server, "study-failing")
+    [run] = children.values()
+    assert run.info.status == "FAILED" and run.data.tags["optuna_state"] == "FAIL"
+    assert "nan" in run.data.tags["failure"].lower()
