@@ -52,11 +52,15 @@ def tracking_uri() -> str | None:
     return os.environ.get("MLFLOW_TRACKING_URI", "").strip() or None
 
 
-def bound_retries() -> None:
+def prepare_client(uri: str) -> None:
     """MLflow's own defaults (7 retries, 120 s each) would keep a request to a dead server going
-    for many minutes; the user's settings win."""
+    for many minutes; the user's settings win. sagemaker-mlflow's header provider claims every
+    request and fails on a URI that is no ARN, and MLflow warns of it on each request: for a
+    server of one's own, that warning says nothing."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    if not uri.startswith("arn:"):
+        logging.getLogger("mlflow.tracking.request_header.registry").setLevel(logging.ERROR)
 
 
 def run_tags(job: str) -> dict[str, str]:
@@ -94,7 +98,7 @@ class Tracker:
         cannot be reached; else in the background, like everything else."""
         if not self.enabled:
             return self
-        bound_retries()
+        prepare_client(self.uri)
 
         def open_run():
             self._open(run_id, on_run)

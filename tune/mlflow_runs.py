@@ -18,7 +18,7 @@ import time
 
 import optuna
 
-from train.tracking import DEFAULT_EXPERIMENT, bound_retries
+from train.tracking import DEFAULT_EXPERIMENT, prepare_client
 
 log = logging.getLogger(__name__)
 RUN_ATTR = "mlflow_run_id"
@@ -53,7 +53,7 @@ class StudyRuns:
         """The study's run: continued when the study has one, else made."""
         if self.uri is None:
             return self
-        bound_retries()
+        prepare_client(self.uri)
 
         def start():
             client = self._client()
