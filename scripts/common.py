@@ -22,6 +22,7 @@ from pathlib import Path
 import boto3
 
 from scripts.platforms import instance_architecture
+from train.tracking import encode_tags
 from util.s3 import split_s3_uri
 
 LOCAL_ROLE = "arn:aws:iam::111111111111:role/service-role/byoc-local"
@@ -84,7 +85,7 @@ class Tracking:
         if output.startswith("s3://"):
             env["BYOC_OUTPUT_PATH"] = output
         if self.tags:
-            env["BYOC_MLFLOW_TAGS"] = ",".join(f"{key}={value}" for key, value in self.tags)
+            env["BYOC_MLFLOW_TAGS"] = encode_tags(dict(self.tags))
         return env
 
     def request_fields(self) -> dict:

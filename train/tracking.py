@@ -63,6 +63,22 @@ def prepare_client(uri: str) -> None:
         logging.getLogger("mlflow.tracking.request_header.registry").setLevel(logging.ERROR)
 
 
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or DEFAULT_EXPERIMENT
+
+
+def experiment_id(client) -> str:
+    """The id of experiment_name()'s experiment, made when missing."""
+    name = experiment_name()
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def encode_tags(tags: dict[str, str]) -> str:
+    """BYOC_MLFLOW_TAGS's value: key=value,key=value (run_tags reads it)."""
+    return ",".join(f"{key}={value}" for key, value in tags.items())
+
+
 def run_tags(job: str) -> dict[str, str]:
     """What the run is: the job, where it ran, on what data, from which image and revision."""
     tags = {"job": job,
@@ -129,15 +145,12 @@ class Tracker:
             self._logged_epochs = {m.step for m in client.get_metric_history(run_id, "valid_acc")}
             log.info("MLflow: continuing run %s at %s", run_id, self.uri)
         else:
-            name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or DEFAULT_EXPERIMENT
-            experiment = client.get_experiment_by_name(name)
-            experiment_id = (experiment.experiment_id if experiment else
-                             client.create_experiment(name))
             run_name = os.environ.get("MLFLOW_RUN_NAME", "").strip() or self.job
-            run_id = client.create_run(experiment_id, run_name=run_name,
-                                       tags=run_tags(self.job)).info.run_id
-            log.info("MLflow: run %s (%s) in experiment %s at %s", run_id, run_name, name,
-                     self.uri)
+            run = client.create_run(experiment_id(client), run_name=run_name,
+                                    tags=run_tags(self.job))
+            run_id = run.info.run_id
+            log.info("MLflow: run %s (%s) in experiment %s at %s", run_id, run_name,
+                     experiment_name(), self.uri)
         self.run_id = run_id
         on_run(run_id)
 

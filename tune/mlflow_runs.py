@@ -13,12 +13,11 @@ never the study.
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import optuna
 
-from train.tracking import DEFAULT_EXPERIMENT, prepare_client
+from train.tracking import encode_tags, experiment_id, prepare_client
 
 log = logging.getLogger(__name__)
 RUN_ATTR = "mlflow_run_id"
@@ -61,11 +60,7 @@ class StudyRuns:
             if self.parent:
                 client.update_run(self.parent, status="RUNNING")
                 return
-            name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or DEFAULT_EXPERIMENT
-            experiment = client.get_experiment_by_name(name)
-            experiment_id = (experiment.experiment_id if experiment else
-                             client.create_experiment(name))
-            self.parent = client.create_run(experiment_id, run_name=study.study_name,
+            self.parent = client.create_run(experiment_id(client), run_name=study.study_name,
                                             tags={"optuna_study": study.study_name}).info.run_id
             study.set_user_attr(RUN_ATTR, self.parent)
             log.info("MLflow: the study's run %s at %s", self.parent, self.uri)
@@ -83,7 +78,7 @@ class StudyRuns:
             return {}
         tags = self.trial_tags(study, number)
         return {"MLFLOW_TRACKING_URI": self.uri, "MLFLOW_RUN_NAME": f"trial-{number:04d}",
-                "BYOC_MLFLOW_TAGS": ",".join(f"{key}={value}" for key, value in tags.items())}
+                "BYOC_MLFLOW_TAGS": encode_tags(tags)}
 
     def trial_ended(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                     run_id: str | None) -> None:
