@@ -22,7 +22,7 @@ from pathlib import Path
 import boto3
 
 from scripts.platforms import instance_architecture
-from train.tracking import encode_tags
+from train.tracking import encode_tags, managed
 from util.s3 import split_s3_uri
 
 LOCAL_ROLE = "arn:aws:iam::111111111111:role/service-role/byoc-local"
@@ -73,7 +73,7 @@ class Tracking:
 
     @property
     def managed(self) -> bool:
-        return self.uri.startswith("arn:")
+        return managed(self.uri)
 
     def environment(self, training_image: str, output: str) -> dict[str, str]:
         """What the training container reads: where to log, and the run's image and model."""
@@ -124,7 +124,7 @@ def tracking(args: argparse.Namespace) -> Tracking | None:
             raise SystemExit("--mlflow-experiment and --mlflow-run-name need --mlflow (or "
                              "SAGEMAKER_MLFLOW)")
         return None
-    if uri.startswith("arn:") and not MLFLOW_ARN.fullmatch(uri):
+    if managed(uri) and not MLFLOW_ARN.fullmatch(uri):
         raise SystemExit(f"--mlflow {uri!r} is not the ARN of an MLflow App or tracking server "
                          "(arn:aws:sagemaker:REGION:ACCOUNT:mlflow-app/ID, or "
                          "...:mlflow-tracking-server/NAME): copy it from SageMaker Studio's "

@@ -80,7 +80,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
     process, url = start(args.folder, args.host, args.port, quiet=False)
-    print(f"MLflow at {url} (store and artifacts in {args.folder}); Ctrl-C stops it", flush=True)
+    print(f"MLflow at {url} (store and artifacts in {args.folder}); Ctrl-C stops it. Its UI "
+          "opens in the GenAI view: \"Model training\" at its top left shows the runs", flush=True)
     # The server runs in its own process group: stop it however this process is asked to end.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

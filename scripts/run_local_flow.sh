@@ -54,8 +54,13 @@ started=$(date +%s)
 echo "trained in $(( $(date +%s) - started )) s; model artifact in $work/job/model"
 if [ -n "$mlflow_url" ]; then
   kill "$mlflow_pid" && wait "$mlflow_pid" || true
+  # The job logged its run's page at the bridge address; reopened, the server is on this machine's.
+  port=${MLFLOW_PORT:-5000}
+  page=$(sed -n "s|.*MLflow: run .*: http://[^/]*\(/#/[^ ]*\).*|http://127.0.0.1:$port\1|p" \
+    "$work/train.log" | head -n 1)
   echo "the job's MLflow run (parameters, metrics by epoch, rule counts, reports, model):"
-  echo "  $python -m scripts.local_mlflow --folder $work/mlflow   # then open http://127.0.0.1:5000"
+  echo "  $python -m scripts.local_mlflow --folder $work/mlflow --port $port"
+  echo "  then open ${page:-http://127.0.0.1:$port}"
 fi
 "$python" -c 'import json, sys
 for v in json.load(open(sys.argv[1])): print("  rule %-28s %s" % (v["rule"], v["status"]))' \

@@ -46,6 +46,23 @@ def mlflow_tracking_uri(uri: str):
             os.environ["MLFLOW_TRACKING_URI"] = before
 
 
+def rendered_dom(url: str, profile: Path, budget_ms: int = 5000) -> str:
+    """The page as a real browser shows it: its DOM once headless Chromium has run its scripts
+    for budget_ms of virtual time. CI installs Chromium (.ci/run) and fails without it."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        message = "chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI renders pages in it")
+        pytest.skip(message)
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu",
+         f"--virtual-time-budget={budget_ms}", f"--user-data-dir={profile}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout, result.stderr[-2000:]
+    return result.stdout
+
+
 def tiny_args(**overrides) -> list[str]:
     values = {**TINY, **{k: str(v) for k, v in overrides.items()}}
     return [arg for k, v in values.items() for arg in (f"--{k}", v)]

@@ -52,6 +52,22 @@ def tracking_uri() -> str | None:
     return os.environ.get("MLFLOW_TRACKING_URI", "").strip() or None
 
 
+def managed(uri: str) -> bool:
+    """A SageMaker MLflow App's or tracking server's ARN (sagemaker-mlflow resolves and signs
+    it), not the URL of a server of one's own."""
+    return uri.startswith("arn:")
+
+
+def run_page(uri: str, experiment_id: str, run_id: str) -> str:
+    """Where to look at the run: its page in a server's UI, in the model-training view (MLflow
+    3's UI shows a run as a GenAI evaluation unless the address asks for that view). A managed
+    server's UI opens from SageMaker Studio, through a presigned URL: there, the ARN."""
+    if managed(uri):
+        return uri
+    return (f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+            "?workflowType=machine_learning")
+
+
 def prepare_client(uri: str) -> None:
     """MLflow's own defaults (7 retries, 120 s each) would keep a request to a dead server going
     for many minutes; the user's settings win. sagemaker-mlflow's header provider claims every
@@ -59,7 +75,7 @@ def prepare_client(uri: str) -> None:
     server of one's own, that warning says nothing."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    if not uri.startswith("arn:"):
+    if not managed(uri):
         logging.getLogger("mlflow.tracking.request_header.registry").setLevel(logging.ERROR)
 
 
@@ -143,14 +159,16 @@ class Tracker:
         if run_id:
             client.update_run(run_id, status="RUNNING")
             self._logged_epochs = {m.step for m in client.get_metric_history(run_id, "valid_acc")}
-            log.info("MLflow: continuing run %s at %s", run_id, self.uri)
+            run = client.get_run(run_id)
+            log.info("MLflow: continuing run %s: %s", run_id,
+                     run_page(self.uri, run.info.experiment_id, run_id))
         else:
             run_name = os.environ.get("MLFLOW_RUN_NAME", "").strip() or self.job
             run = client.create_run(experiment_id(client), run_name=run_name,
                                     tags=run_tags(self.job))
             run_id = run.info.run_id
-            log.info("MLflow: run %s (%s) in experiment %s at %s", run_id, run_name,
-                     experiment_name(), self.uri)
+            log.info("MLflow: run %s (%s) in experiment %s: %s", run_id, run_name,
+                     experiment_name(), run_page(self.uri, run.info.experiment_id, run_id))
         self.run_id = run_id
         on_run(run_id)
 

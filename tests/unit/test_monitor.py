@@ -18,8 +18,7 @@ from artifact import baseline
 from monitor import capture, profile
 from monitor.run import MonitorError, monitor
 from scripts.make_demo_data import generate
-from tests.conftest import ROOT, tiny_args
-from tests.unit.test_debugger import chromium
+from tests.conftest import ROOT, rendered_dom, tiny_args
 
 
 @pytest.fixture(scope="module")
@@ -119,15 +118,10 @@ def test_shifted_traffic_names_what_moved(client, drift_data, model, tmp_path):
 def test_the_report_renders_its_plots_in_a_browser(client, drift_data, model, tmp_path):
     folder = capture_traffic(client, shifted_bodies(drift_data), tmp_path / "capture")
     monitor(str(folder), str(model), tmp_path / "out")
-    browser = chromium()
-    result = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-         (tmp_path / "out" / "drift_report.html").as_uri()],
-        capture_output=True, text=True, timeout=120)
+    dom = rendered_dom((tmp_path / "out" / "drift_report.html").as_uri(), tmp_path / "profile")
     checks = len(baseline.STATISTICS) + 1
-    assert f'data-plots-loaded="{checks}"' in result.stdout, result.stderr[-2000:]
-    assert 'id="plot-predicted_class"' in result.stdout and "VIOLATION" in result.stdout
+    assert f'data-plots-loaded="{checks}"' in dom
+    assert 'id="plot-predicted_class"' in dom and "VIOLATION" in dom
 
 
 def test_bad_records_are_counted_and_skipped(unchanged, model, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 from scripts.local_endpoint import free_port
 from scripts.local_mlflow import start as start_server
 from scripts.local_mlflow import stop as stop_server
-from tests.conftest import ROOT, mlflow_tracking_uri, tiny_args
+from tests.conftest import ROOT, mlflow_tracking_uri, rendered_dom, tiny_args
 from tests.unit.test_training import wait_for
 
 
@@ -97,6 +98,15 @@ def test_a_job_records_its_run_and_a_model_that_answers_as_the_server(server, sm
 
     served = load_predictor(out / "model", "onnx").predict([p.read_bytes() for p in images], 3)
     assert [a[0]["label"] for a in answers] == [s[0]["label"] for s in served]
+
+    # The page the job's log gives opens on the run in the UI's model-training view (its side bar
+    # has the model registry), not in the GenAI view that MLflow 3 opens by default (judges,
+    # prompts, agent versions).
+    [page] = re.findall(r"MLflow: run \S+ \(job-recorded\) in experiment shapes: (\S+)",
+                        result.stdout)
+    dom = rendered_dom(page, tmp_path / "browser", budget_ms=15000)
+    assert ">job-recorded<" in dom and ">Model metrics<" in dom
+    assert ">Model registry<" in dom and ">Judges<" not in dom
 
 
 def test_a_server_gone_mid_training_costs_nothing_but_tracking(small_data, tmp_path):
