@@ -3,6 +3,17 @@
 # images, make the demo data, run a training job in the training container with /opt/ml mounted,
 # recorded in a local MLflow server, then serve the trained model from the serving container and
 # classify a JPEG and a PNG over HTTP.
+#
+#   scripts/run_local_flow.sh                         the demo, on generated shapes
+#   scripts/run_local_flow.sh --data ~/dogImages --hp weights=DEFAULT --hp image_size=224
+#                                                     your photos, from ImageNet's weights
+#
+# Options:
+#   --data DIR       labelled photos: train/, valid/ and test/ folders of class folders (default:
+#                    demo_data, generated when missing)
+#   --work DIR       where the job (its model and reports) and the MLflow store go (default:
+#                    local_run)
+#   --hp NAME=VALUE  a hyperparameter over scripts/demo_hyperparameters.json (repeatable)
 # Needs Docker and python3 with venv; the scripts run from .venv (made on first use, as the tests'
 # is: scripts/dev_venv.sh).
 # BASE_IMAGE and EXTRA_CA_BUNDLE are passed on to the image builds (see docker/build.sh);
@@ -11,9 +22,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+die() { echo "run_local_flow.sh: $*" >&2; exit 1; }
+data=demo_data work=local_run hp_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --data) data="${2:?--data needs a folder}"; shift 2 ;;
+    --work) work="${2:?--work needs a folder}"; shift 2 ;;
+    --hp) hp_args+=(--hp "${2:?--hp needs NAME=VALUE}"); shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+[ -d "$data/train" ] || [ "$data" = demo_data ] || die "$data has no train/ folder: give \
+--data a folder with train/, valid/ and test/ folders of class folders"
+
 source scripts/dev_venv.sh
 python=.venv/bin/python
-work=local_run
 rm -rf "$work/job"
 mkdir -p "$work"
 
@@ -22,12 +46,12 @@ started=$(date +%s)
 docker/build.sh train serve
 echo "built in $(( $(date +%s) - started )) s"
 
-echo "== 2/4 making the demo data set in demo_data/"
-[ -d demo_data/train ] || "$python" -m scripts.make_demo_data demo_data
+echo "== 2/4 the data set: $data/"
+[ -d "$data/train" ] || "$python" -m scripts.make_demo_data "$data"
 
 echo "== 3/4 training in the container (SageMaker's contract: /opt/ml mounted, \`train\`)"
-hp_args=()
-while IFS= read -r kv; do hp_args+=(--hp "$kv"); done < <(
+demo_hp=()  # the given --hp come after, and win
+while IFS= read -r kv; do demo_hp+=(--hp "$kv"); done < <(
   "$python" -c 'import json; [print(f"{k}={v}") for k, v in json.load(open("scripts/demo_hyperparameters.json")).items()]')
 # The job records itself in an MLflow server on this machine, kept in $work/mlflow (a SQLite
 # store and the artifacts), where the container reaches it: Docker's bridge address.
@@ -46,8 +70,9 @@ if [ -n "$gateway" ]; then
 fi
 [ -n "$mlflow_url" ] || echo "(no MLflow server: the job trains without tracking; see $work/mlflow.log)"
 started=$(date +%s)
-"$python" -m scripts.local_training_job --image byoc-train:latest --data demo_data \
-  --job-dir "$work/job" --job-name "demo-$(date +%Y%m%d-%H%M%S)" "${hp_args[@]}" \
+"$python" -m scripts.local_training_job --image byoc-train:latest --data "$data" \
+  --job-dir "$work/job" --job-name "demo-$(date +%Y%m%d-%H%M%S)" "${demo_hp[@]}" \
+  ${hp_args[@]+"${hp_args[@]}"} \
   ${mlflow_url:+--env "MLFLOW_TRACKING_URI=$mlflow_url" --env MLFLOW_EXPERIMENT_NAME=demo} \
   2>&1 | tee "$work/train.log" | grep -E "#metrics|FAILURE|ERROR|WARNING.*MLflow" || true
 [ -f "$work/job/output/success" ] || { echo "training failed:"; cat "$work/job/output/failure"; exit 1; }
@@ -70,6 +95,5 @@ echo "the job's TensorBoard record: tensorboard --logdir $work/job/output/tensor
 
 echo "== 4/4 serving the model from the serving container (\`serve\`, /opt/ml/model) and classifying"
 "$python" -m scripts.local_endpoint --image byoc-serve:latest --model "$work/job/model" \
-  --port "${PORT:-8080}" \
-  "$(ls demo_data/test/004.Yellow_ring/*.jpg | head -1)" \
-  "$(ls demo_data/test/002.Green_square/*.png | head -1)"
+  --port "${PORT:-8080}" $(first() { find "$data/test" -type f -iname "$1" | sort | head -n 1; }
+                            first '*.jp*g'; first '*.png')

@@ -63,6 +63,12 @@ def rendered_dom(url: str, profile: Path, budget_ms: int = 5000) -> str:
     return result.stdout
 
 
+def mlflow_training_view(dom: str) -> bool:
+    """MLflow 3.17's UI, rendered, is in its model-training view: the model registry in its side
+    bar, none of the judges, prompts and agent versions of the GenAI view it opens by default."""
+    return ">Model registry<" in dom and ">Judges<" not in dom
+
+
 def tiny_args(**overrides) -> list[str]:
     values = {**TINY, **{k: str(v) for k, v in overrides.items()}}
     return [arg for k, v in values.items() for arg in (f"--{k}", v)]

@@ -2,14 +2,15 @@
 (CI=true), where a missing Docker daemon is an error: CI must never pass by skipping them."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from scripts.local_training_job import docker_command, prepare_job
+from scripts.local_endpoint import free_port
 from scripts.make_demo_data import generate
 from tests.conftest import ROOT
 
@@ -85,14 +86,30 @@ def demo_data(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("demo") / "data")
 
 
+@dataclass(frozen=True)
+class Flow:
+    work: Path  # --work: the job, its log (train.log) and the MLflow store
+    output: str  # what the newcomer reads
+    mlflow_port: int
+
+
 @pytest.fixture(scope="session")
-def demo_job(train_image, demo_data, tmp_path_factory):
-    """The README's demo training job, run once in the training container as a job of an account
-    opened today runs (no SageMaker Debugger hook): (job dir, log)."""
-    job = tmp_path_factory.mktemp("demo-job") / "job"
-    prepare_job(job, demo_data, json.loads((ROOT / "scripts" / "demo_hyperparameters.json").read_text()))
-    result = subprocess.run(docker_command(train_image, job, demo_data), capture_output=True,
-                            text=True, timeout=1200)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-5000:]
-    return job, log
+def local_flow(train_image, serve_image, demo_data, tmp_path_factory) -> Flow:
+    """The README's first command, scripts/run_local_flow.sh, run once as a newcomer runs it: on
+    the demo data (made here as the flow makes it), in a folder of its own and on free ports."""
+    work = tmp_path_factory.mktemp("local-flow")
+    mlflow_port = free_port()
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "run_local_flow.sh"), "--data", str(demo_data),
+         "--work", str(work)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+        env={**os.environ, "PORT": str(free_port()), "MLFLOW_PORT": str(mlflow_port)})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return Flow(work, result.stdout, mlflow_port)
+
+
+@pytest.fixture(scope="session")
+def demo_job(local_flow):
+    """The README's demo training job, as the flow ran it in the training container: a job of an
+    account opened today (no SageMaker Debugger hook), recorded in MLflow: (job dir, its log)."""
+    return local_flow.work / "job", (local_flow.work / "train.log").read_text()

@@ -22,7 +22,7 @@ import pytest
 from scripts.local_endpoint import free_port
 from scripts.local_mlflow import start as start_server
 from scripts.local_mlflow import stop as stop_server
-from tests.conftest import ROOT, mlflow_tracking_uri, rendered_dom, tiny_args
+from tests.conftest import ROOT, mlflow_tracking_uri, mlflow_training_view, rendered_dom, tiny_args
 from tests.unit.test_training import wait_for
 
 
@@ -106,7 +106,7 @@ def test_a_job_records_its_run_and_a_model_that_answers_as_the_server(server, sm
                         result.stdout)
     dom = rendered_dom(page, tmp_path / "browser", budget_ms=15000)
     assert ">job-recorded<" in dom and ">Model metrics<" in dom
-    assert ">Model registry<" in dom and ">Judges<" not in dom
+    assert mlflow_training_view(dom)
 
 
 def test_a_server_gone_mid_training_costs_nothing_but_tracking(small_data, tmp_path):
