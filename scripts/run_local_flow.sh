@@ -84,16 +84,21 @@ if [ -n "$mlflow_url" ]; then
   page=$(sed -n "s|.*MLflow: run .*: http://[^/]*\(/#/[^ ]*\).*|http://127.0.0.1:$port\1|p" \
     "$work/train.log" | head -n 1)
   echo "the job's MLflow run (parameters, metrics by epoch, rule counts, reports, model):"
-  echo "  $python -m scripts.local_mlflow --folder $work/mlflow --port $port"
+  echo "  $python -m scripts.local_mlflow --folder $(printf %q "$work/mlflow") --port $port"
   echo "  then open ${page:-http://127.0.0.1:$port}"
 fi
 "$python" -c 'import json, sys
 for v in json.load(open(sys.argv[1])): print("  rule %-28s %s" % (v["rule"], v["status"]))' \
   "$work/job/output/data/rule_report.json"
 echo "training report (plots, debugger and profiler rules): $work/job/output/data/training_report.html"
-echo "the job's TensorBoard record: tensorboard --logdir $work/job/output/tensorboard"
+echo "the job's TensorBoard record: tensorboard --logdir $(printf %q "$work/job/output/tensorboard")"
 
 echo "== 4/4 serving the model from the serving container (\`serve\`, /opt/ml/model) and classifying"
+samples=()  # the test set's first JPEG and first PNG
+for pattern in '*.jp*g' '*.png'; do
+  sample=$(find "$data/test" -type f -iname "$pattern" | sort | head -n 1)
+  [ -z "$sample" ] || samples+=("$sample")
+done
+[ ${#samples[@]} -gt 0 ] || die "$data/test has no JPEG or PNG to classify"
 "$python" -m scripts.local_endpoint --image byoc-serve:latest --model "$work/job/model" \
-  --port "${PORT:-8080}" $(first() { find "$data/test" -type f -iname "$1" | sort | head -n 1; }
-                            first '*.jp*g'; first '*.png')
+  --port "${PORT:-8080}" "${samples[@]}"

@@ -39,8 +39,8 @@ def test_the_places_it_names_hold_the_job_s_model_reports_and_verdicts(local_flo
     assert (Path(model) / "manifest.json").is_file() and (Path(model) / "model.onnx").is_file()
     [report] = re.findall(r"training report .*: (\S+)", output)
     assert "Debugger rules" in Path(report).read_text()
-    [record] = re.findall(r"tensorboard --logdir (\S+)", output)
-    assert list(Path(record).glob("events.out.tfevents.*"))
+    [command] = re.findall(r"(tensorboard --logdir .*)$", output, flags=re.M)
+    assert list(Path(shlex.split(command)[2]).glob("events.out.tfevents.*"))
     verdicts = json.loads((local_flow.work / "job/output/data/rule_report.json").read_text())
     printed = dict(re.findall(r"^  rule (\w+)\s+(\w+)$", output, flags=re.M))
     assert printed == {v["rule"]: v["status"] for v in verdicts}
