@@ -68,6 +68,11 @@ def run_page(uri: str, experiment_id: str, run_id: str) -> str:
             "?workflowType=machine_learning")
 
 
+def unreachable(uri: str, error: Exception) -> str:
+    """What to say of a server that failed a request: training and tuning say it the same way."""
+    return f"MLflow at {uri} cannot be reached or refused ({type(error).__name__}: {error})"
+
+
 def prepare_client(uri: str) -> None:
     """MLflow's own defaults (7 retries, 120 s each) would keep a request to a dead server going
     for many minutes; the user's settings win. sagemaker-mlflow's header provider claims every
@@ -140,9 +145,8 @@ class Tracker:
             try:
                 open_run()
             except Exception as e:
-                raise TrackingUnavailable(
-                    f"mlflow_required=true, but MLflow at {self.uri} cannot be reached or "
-                    f"refused ({type(e).__name__}: {e}); training did not start") from None
+                raise TrackingUnavailable(f"mlflow_required=true, but {unreachable(self.uri, e)}; "
+                                          "training did not start") from None
         else:
             self._submit(open_run)
         self._thread = threading.Thread(target=self._serve, name="mlflow", daemon=True)
@@ -268,6 +272,5 @@ class Tracker:
                 work()
             except Exception as e:
                 self.failed = True
-                log.warning("MLflow at %s cannot be reached or refused (%s: %s): training goes "
-                            "on without tracking; the reports are in output/data as always",
-                            self.uri, type(e).__name__, e)
+                log.warning("%s: training goes on without tracking; the reports are in "
+                            "output/data as always", unreachable(self.uri, e))

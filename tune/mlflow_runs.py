@@ -17,7 +17,7 @@ import time
 
 import optuna
 
-from train.tracking import encode_tags, experiment_id, prepare_client
+from train.tracking import encode_tags, experiment_id, prepare_client, unreachable
 
 log = logging.getLogger(__name__)
 RUN_ATTR = "mlflow_run_id"
@@ -44,8 +44,8 @@ class StudyRuns:
         try:
             action()
         except Exception as e:  # the study goes on without tracking
-            log.warning("MLflow at %s cannot be reached or refused (%s: %s) while %s: the study "
-                        "goes on without tracking", self.uri, type(e).__name__, e, what)
+            log.warning("%s while %s: the study goes on without tracking",
+                        unreachable(self.uri, e), what)
             self.uri = None
 
     def open(self, study: optuna.Study) -> "StudyRuns":

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import optuna
 import pytest
 
+from scripts.local_endpoint import free_port
 from tests.conftest import TINY
 from train.config import from_hyperparameters
 from tune import local
@@ -157,3 +159,15 @@ def test_a_tracked_failed_trial_is_a_failed_run_with_its_reason(small_data_maste
     [run] = children.values()
     assert run.info.status == "FAILED" and run.data.tags["optuna_state"] == "FAIL"
     assert "nan" in run.data.tags["failure"].lower()
+
+
+def test_a_study_whose_server_is_gone_tunes_on_and_says_so_once(small_data_master, tmp_path,
+                                                                 monkeypatch, caplog):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nobody there
+    out = tmp_path / "tuning"
+    with caplog.at_level(logging.WARNING):
+        assert local.main(["--data", str(small_data_master), "--trials", "2", "--out", str(out),
+                           *FIXED, "--fast"]) == 0
+    assert [row["state"] for row in read_trials(out)] == ["COMPLETE", "COMPLETE"]
+    warnings = [r.getMessage() for r in caplog.records if "without tracking" in r.getMessage()]
+    assert len(warnings) == 1 and "cannot be reached or refused" in warnings[0], warnings
