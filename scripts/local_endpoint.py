@@ -106,6 +106,20 @@ def classify(url: str, path: Path, top_k: int = 3) -> tuple[dict, float]:
     return response.json(), elapsed
 
 
+def start_container(command: list[str], port: int) -> None:
+    """`docker run -d`; RuntimeError with Docker's reason when it fails (a container it created
+    but could not start is left for the caller to remove)."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode == 0:
+        return
+    # Docker's first line says why ("docker: Error response from daemon: ..."), then how to get help
+    reason = (result.stderr.strip().splitlines() or ["no reason given"])[0].removeprefix("docker: ")
+    if "already allocated" in reason or "address already in use" in reason:
+        raise RuntimeError(f"port {port} is taken on this machine ({reason}): --port picks "
+                           "another (PORT=... for scripts/run_local_flow.sh)")
+    raise RuntimeError(f"docker could not start the serving container: {reason}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--image", default="byoc-serve:latest")
@@ -121,9 +135,8 @@ def main() -> int:
     name = f"byoc-endpoint-{uuid.uuid4().hex[:8]}"
     url = f"http://127.0.0.1:{args.port}"
     started = time.perf_counter()
-    subprocess.run(docker_command(args.image, args.model, args.port, name), check=True,
-                   stdout=subprocess.DEVNULL)
     try:
+        start_container(docker_command(args.image, args.model, args.port, name), args.port)
         ready = wait_until_healthy(url, name)
         print(f"endpoint healthy {ready:.2f} s after `docker run` "
               f"({time.perf_counter() - started:.2f} s with container creation)")

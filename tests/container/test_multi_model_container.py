@@ -6,14 +6,13 @@ import json
 import os
 import shutil
 import subprocess
-import uuid
 
 import pytest
 import requests
 
-from scripts.local_endpoint import docker_command, free_port, wait_until_healthy
 from artifact.manifest import read_manifest, write_manifest
 from serve.models import estimated_memory
+from tests.container.test_serve_container import Endpoint
 
 
 @pytest.fixture
@@ -40,7 +39,6 @@ def models(demo_job, trained_model, tmp_path):
 
 @pytest.fixture
 def endpoint(serve_image, models):
-    name, port = f"byoc-test-mme-{uuid.uuid4().hex[:8]}", free_port()
     # As the server estimates them: in the precision each serves, a lone request's network on
     # every core (the container sees this machine's CPUs). The budget holds demo and tiny, or
     # tiny twice, but not demo and tiny twice.
@@ -48,14 +46,9 @@ def endpoint(serve_image, models):
     demo, tiny = (estimated_memory(models / n / "model", threads=cpus) for n in ("demo", "tiny"))
     budget_mb = (max(demo + tiny, 2 * tiny) + 0.5 * min(demo, tiny)) / 2**20
     env = {"SAGEMAKER_MULTI_MODEL": "true", "BYOC_MODEL_MEMORY_MB": f"{budget_mb:.1f}"}
-    subprocess.run(docker_command(serve_image, models, port, name, env, mount_at="/opt/ml/models"),
-                   check=True, capture_output=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, name, timeout=60)
-        yield url, name
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    with Endpoint(serve_image, models, env, start_timeout_s=60,
+                  mount_at="/opt/ml/models") as served:
+        yield served.url, served.name
 
 
 def load(url, name, folder=None):

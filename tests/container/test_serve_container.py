@@ -7,6 +7,7 @@ import io
 import json
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,9 @@ import pytest
 import requests
 from PIL import Image
 
-from scripts.local_endpoint import content_type, docker_command, free_port, wait_until_healthy
+from scripts.local_endpoint import (content_type, docker_command, free_port, start_container,
+                                    wait_until_healthy)
+from tests.conftest import ROOT
 
 CUSTOM = "X-Amzn-SageMaker-Custom-Attributes"
 
@@ -33,8 +36,12 @@ class Endpoint:
 
     def __enter__(self):
         started = time.perf_counter()
-        subprocess.run(self.cmd, check=True, capture_output=True)
-        self.ready_s = wait_until_healthy(self.url, self.name, self.start_timeout_s)
+        try:
+            start_container(self.cmd, self.port)
+            self.ready_s = wait_until_healthy(self.url, self.name, self.start_timeout_s)
+        except BaseException:
+            self.__exit__()  # a start that failed or hung (QEMU's deadlock) leaves no container
+            raise
         self.started_s = time.perf_counter() - started
         return self
 
@@ -181,8 +188,14 @@ def test_honours_sagemaker_bind_to_port_and_worker_settings(serve_image, demo_jo
     assert "3 worker(s)" in log and "on port 9090" in log
 
 
+def container_names() -> set[str]:
+    return set(subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], check=True,
+                              capture_output=True, text=True).stdout.split())
+
+
 def test_a_server_that_never_answers_ends_the_wait_with_its_log(serve_image, demo_job):
-    """Listening on another port than the one published: the wait's error carries the log."""
+    """Listening on another port than the one published: the wait's error carries the log, and
+    the container goes (a start that QEMU deadlocked is retried in a fresh one: test_serve_arm64)."""
     endpoint = Endpoint(serve_image, demo_job[0] / "model", {"SAGEMAKER_BIND_TO_PORT": "9090"},
                         start_timeout_s=5)
     endpoint.cmd = [part.replace(":9090", ":8080") for part in endpoint.cmd]
@@ -190,7 +203,25 @@ def test_a_server_that_never_answers_ends_the_wait_with_its_log(serve_image, dem
                                            r"on port 9090"):
         with endpoint:
             pass
-    subprocess.run(["docker", "rm", "-f", endpoint.name], capture_output=True)
+    assert endpoint.name not in container_names()
+
+
+def test_local_endpoint_on_a_taken_port_says_so_in_one_line_and_leaves_no_container(
+        serve_image, demo_job, demo_data):
+    image = min((demo_data / "test").glob("*/*.jpg"))
+    before = container_names()
+    with socket.socket() as taken:  # what a developer's own server on 8080 does to the flow
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "scripts.local_endpoint", "--image", serve_image, "--model",
+             str(demo_job[0] / "model"), "--port", str(port), str(image)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: port {port} is taken on this machine") and "--port" in line
+    assert container_names() == before
 
 
 def test_the_cpu_image_carries_onnx_runtime_and_neither_torch_nor_mlflow(serve_image):
