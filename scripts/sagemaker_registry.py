@@ -24,6 +24,7 @@ import sys
 from artifact.content_types import JSON_TYPE, REQUEST_TYPES, RESPONSE_TYPES
 from scripts import common
 from scripts.sagemaker_model import APPROVED, PENDING, REJECTED, ModelSource, serving_container
+from train.tracking import mlflow_client
 from util.s3 import split_s3_uri
 
 CPU_INSTANCES = ["ml.c6i.xlarge", "ml.c6i.2xlarge", "ml.c7i.xlarge", "ml.m6i.xlarge",
@@ -68,11 +69,8 @@ def register(target: common.Launch, sagemaker_session, source: ModelSource, grou
     return package["ModelPackageArn"]
 
 
-def training_run(tracking: common.Tracking, model_data: str):
+def training_run(client, model_data: str):
     """The MLflow run of the job that wrote model_data (train/tracking.py tags it so), or None."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking.uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     found = client.search_runs(experiments, max_results=1,
                                filter_string=f"tags.model_location = '{model_data}'")
@@ -145,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     sagemaker_session = common.session(target)
     if args.command == "register":
         tracking = common.tracking(args)
-        run = training_run(tracking, args.model_data) if tracking else None
+        client = mlflow_client(tracking.uri) if tracking else None
+        run = training_run(client, args.model_data) if client else None
         if tracking and run is None:
             print(f"no MLflow run at {tracking.uri} trained {args.model_data}: the version "
                   "records none")
@@ -154,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                        args.metrics, run and {"mlflow_run_id": run.info.run_id,
                                               "mlflow_tracking_uri": tracking.uri})
         if run is not None:
-            from mlflow import MlflowClient
-
-            MlflowClient(tracking.uri).set_tag(run.info.run_id, "model_package_arn", arn)
+            client.set_tag(run.info.run_id, "model_package_arn", arn)
             print(f"MLflow run {run.info.run_id} ({run.info.run_name}) trained it")
         print(f"registered: {arn} ({PENDING})")
     elif args.command == "list":

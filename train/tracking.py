@@ -73,15 +73,19 @@ def unreachable(uri: str, error: Exception) -> str:
     return f"MLflow at {uri} cannot be reached or refused ({type(error).__name__}: {error})"
 
 
-def prepare_client(uri: str) -> None:
-    """MLflow's own defaults (7 retries, 120 s each) would keep a request to a dead server going
-    for many minutes; the user's settings win. sagemaker-mlflow's header provider claims every
-    request and fails on a URI that is no ARN, and MLflow warns of it on each request: for a
-    server of one's own, that warning says nothing."""
+def mlflow_client(uri: str):
+    """A client of the server at uri, for training, tuning and the registry alike. MLflow's own
+    defaults (7 retries, 120 s each) would keep a request to a dead server going for many
+    minutes; the user's settings win. sagemaker-mlflow's header provider claims every request
+    and fails on a URI that is no ARN, and MLflow warns of it on each request: for a server of
+    one's own, that warning says nothing."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     if not managed(uri):
         logging.getLogger("mlflow.tracking.request_header.registry").setLevel(logging.ERROR)
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
 
 
 def experiment_name() -> str:
@@ -135,7 +139,6 @@ class Tracker:
         cannot be reached; else in the background, like everything else."""
         if not self.enabled:
             return self
-        prepare_client(self.uri)
 
         def open_run():
             self._open(run_id, on_run)
@@ -154,9 +157,7 @@ class Tracker:
         return self
 
     def _client(self):
-        from mlflow import MlflowClient
-
-        return MlflowClient(self.uri)
+        return mlflow_client(self.uri)
 
     def _open(self, run_id: str | None, on_run: Callable[[str], None]) -> None:
         client = self._client()

@@ -17,7 +17,7 @@ import time
 
 import optuna
 
-from train.tracking import encode_tags, experiment_id, prepare_client, unreachable
+from train.tracking import encode_tags, experiment_id, mlflow_client, unreachable
 
 log = logging.getLogger(__name__)
 RUN_ATTR = "mlflow_run_id"
@@ -36,9 +36,7 @@ class StudyRuns:
         return self.uri is not None and self.parent is not None
 
     def _client(self):
-        from mlflow import MlflowClient
-
-        return MlflowClient(self.uri)
+        return mlflow_client(self.uri)
 
     def _try(self, what: str, action) -> None:
         try:
@@ -52,7 +50,6 @@ class StudyRuns:
         """The study's run: continued when the study has one, else made."""
         if self.uri is None:
             return self
-        prepare_client(self.uri)
 
         def start():
             client = self._client()
