@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole flow on this machine, as SageMaker would run it: build the training and serving
-# images, make the demo data, run a training job in the training container with /opt/ml mounted,
+# The whole flow on this machine, as SageMaker would run it: make the demo data, build the
+# training and serving images, run a training job in the training container with /opt/ml mounted,
 # recorded in a local MLflow server, then serve the trained model from the serving container and
 # classify a JPEG and a PNG over HTTP.
 #
@@ -41,13 +41,24 @@ python=.venv/bin/python
 rm -rf "$work/job"
 mkdir -p "$work"
 
-echo "== 1/4 building the training and serving images"
+echo "== 1/4 the data set: $data/"
+[ -d "$data/train" ] || "$python" -m scripts.make_demo_data "$data"
+[ -d "$data/test" ] || die "$data has no test/ folder: the flow classifies two of its images"
+# What step 4 classifies, the test set's first JPEG and first PNG, chosen before the builds so
+# that a test set without either fails in seconds. Each list is read to its end (sed, not head):
+# under pipefail, a reader that quits early fails the pipeline with sort's SIGPIPE.
+samples=()
+for pattern in '*.jp*g' '*.png'; do
+  sample=$(find "$data/test" -type f -iname "$pattern" | sort | sed -n 1p)
+  [ -z "$sample" ] || samples+=("$sample")
+done
+[ ${#samples[@]} -gt 0 ] || die "$data/test has no JPEG or PNG to classify"
+echo "it will classify: ${samples[*]}"
+
+echo "== 2/4 building the training and serving images"
 started=$(date +%s)
 docker/build.sh train serve
 echo "built in $(( $(date +%s) - started )) s"
-
-echo "== 2/4 the data set: $data/"
-[ -d "$data/train" ] || "$python" -m scripts.make_demo_data "$data"
 
 echo "== 3/4 training in the container (SageMaker's contract: /opt/ml mounted, \`train\`)"
 demo_hp=()  # the given --hp come after, and win
@@ -82,7 +93,7 @@ if [ -n "$mlflow_url" ]; then
   # The job logged its run's page at the bridge address; reopened, the server is on this machine's.
   port=${MLFLOW_PORT:-5000}
   page=$(sed -n "s|.*MLflow: run .*: http://[^/]*\(/#/[^ ]*\).*|http://127.0.0.1:$port\1|p" \
-    "$work/train.log" | head -n 1)
+    "$work/train.log" | sed -n 1p)
   echo "the job's MLflow run (parameters, metrics by epoch, rule counts, reports, model):"
   echo "  $python -m scripts.local_mlflow --folder $(printf %q "$work/mlflow") --port $port"
   echo "  then open ${page:-http://127.0.0.1:$port}"
@@ -94,11 +105,5 @@ echo "training report (plots, debugger and profiler rules): $work/job/output/dat
 echo "the job's TensorBoard record: tensorboard --logdir $(printf %q "$work/job/output/tensorboard")"
 
 echo "== 4/4 serving the model from the serving container (\`serve\`, /opt/ml/model) and classifying"
-samples=()  # the test set's first JPEG and first PNG
-for pattern in '*.jp*g' '*.png'; do
-  sample=$(find "$data/test" -type f -iname "$pattern" | sort | head -n 1)
-  [ -z "$sample" ] || samples+=("$sample")
-done
-[ ${#samples[@]} -gt 0 ] || die "$data/test has no JPEG or PNG to classify"
 "$python" -m scripts.local_endpoint --image byoc-serve:latest --model "$work/job/model" \
   --port "${PORT:-8080}" "${samples[@]}"

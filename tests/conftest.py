@@ -69,6 +69,24 @@ def mlflow_training_view(dom: str) -> bool:
     return ">Model registry<" in dom and ">Judges<" not in dom
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """The tests run in two pytest-xdist workers (pyproject.toml's addopts), since most of them
+    keep one core busy. Each worker takes whole scopes: the container tests are one, run in
+    order in one worker (they share the images they build and the demo job); each unit test
+    module is one, so that its module fixtures are made once. (xdist's own xdist_group marks
+    do not reach its scheduler under pytest 9: the node ids it sends leave the group out.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ContainerTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/container/"):
+                return "tests/container"
+            return super()._split_scope(nodeid)
+
+    return ContainerTestsTogether(config, log)
+
+
 def tiny_args(**overrides) -> list[str]:
     values = {**TINY, **{k: str(v) for k, v in overrides.items()}}
     return [arg for k, v in values.items() for arg in (f"--{k}", v)]

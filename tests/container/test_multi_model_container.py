@@ -17,15 +17,17 @@ from tests.container.test_serve_container import Endpoint
 
 @pytest.fixture
 def models(demo_job, trained_model, tmp_path):
-    """Two different models (the demo's and the unit tests' tiny one, whose int8 copy failed its
-    gate, as training records it), a broken one and one too large for the budget, as SageMaker
-    lays them out: /opt/ml/models/<name>/model."""
+    """Two different models (the demo's, whose int8 copy passed its gate, and the unit tests'
+    tiny one, whose copy failed it, as training records each: the manifests say so whatever
+    the CPU that trained them made of the gate), a broken one and one too large for the
+    budget, as SageMaker lays them out: /opt/ml/models/<name>/model."""
     root = tmp_path / "models"
-    shutil.copytree(demo_job[0] / "model", root / "demo" / "model")
-    tiny = shutil.copytree(trained_model, root / "tiny" / "model")
-    manifest = read_manifest(tiny)
-    manifest.precisions["int8"].update(passed=False, agreement=0.9)
-    write_manifest(tiny, manifest)
+    for name, source, gate in (("demo", demo_job[0] / "model", {"passed": True}),
+                               ("tiny", trained_model, {"passed": False, "agreement": 0.9})):
+        folder = shutil.copytree(source, root / name / "model")
+        manifest = read_manifest(folder)
+        manifest.precisions["int8"].update(gate)
+        write_manifest(folder, manifest)
     broken = shutil.copytree(trained_model, root / "broken" / "model")
     for name in ("model.onnx", "model.int8.onnx"):  # whichever precision it would serve
         (broken / name).write_bytes(b"truncated")

@@ -68,11 +68,14 @@ def test_ping_answers_within_seconds_of_start(endpoint, demo_job):
     ping = requests.get(f"{endpoint.url}/ping", timeout=2)
     assert ping.status_code == 200 and ping.json()["model"]["backend"] == "onnx"
     assert "telemetry" not in endpoint.logs().lower()  # ONNX Runtime's is switched off
-    # The demo model's int8 copy passed its gate in training: it is what serves.
-    assert json.loads((demo_job[0] / "model" / "manifest.json").read_text())[
+    # What serves is what the int8 copy's gate decided in training: the copy when it passed.
+    # (Whether it passes depends on the CPU that trained it: the demo passes on Intel's
+    # AVX-512 VNNI machines, not on an AMD EPYC's.)
+    passed = json.loads((demo_job[0] / "model" / "manifest.json").read_text())[
         "precisions"]["int8"]["passed"]
-    assert ping.json()["model"]["precision"] == "int8"
-    assert "in int8 (top-1 agreement with fp32" in endpoint.logs()
+    assert ping.json()["model"]["precision"] == ("int8" if passed else "fp32")
+    assert ("in int8 (top-1 agreement with fp32" if passed else
+            "in fp32 (the int8 copy failed its gate") in endpoint.logs()
 
 
 def test_classifies_the_demo_test_images_as_training_evaluated_them(endpoint, demo_data, demo_job):
@@ -86,9 +89,10 @@ def test_classifies_the_demo_test_images_as_training_evaluated_them(endpoint, de
         correct += response.json()["predictions"][0]["label"] == path.parent.name
     evaluation = json.loads((demo_job[0] / "output" / "data" / "evaluation.json").read_text())
     assert evaluation["images"] == len(paths)
-    # Training evaluated fp32; the int8 copy served may differ on the images its gate allowed.
+    # Training evaluated fp32; the int8 copy, if it serves, may differ on the images its gate
+    # allowed.
     int8 = json.loads((demo_job[0] / "model" / "manifest.json").read_text())["precisions"]["int8"]
-    allowed = round((1 - int8["agreement"]) * int8["images"])
+    allowed = round((1 - int8["agreement"]) * int8["images"]) if int8["passed"] else 0
     assert abs(correct - round(evaluation["test_top1"] * len(paths))) <= allowed
     assert correct / len(paths) >= 0.95
 
