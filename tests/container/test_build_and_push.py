@@ -67,14 +67,13 @@ def one_file_image(env: dict, reference: str, platform: str, context) -> None:
 
 
 def test_from_an_arm64_default_it_pushes_what_sagemaker_runs_and_each_pulls_back(
-        serve_image, serve_image_arm64, registry, demo_job, demo_data, tmp_path):
+        serve_image, serve_image_arm64, registry, tmp_path):
     """As from a Mac, whose Docker builds linux/arm64 by default: the CPU serving image is built
     and pushed as one tag over amd64 and arm64, and each architecture, pulled back by that tag,
-    answers as the image built here. A single-architecture image (the training image's path)
+    is the image built here (the same image id: test_serve_arm64 and test_serve_container run
+    each). A single-architecture image (the training image's path)
     goes by --no-build, as a one-file stand-in: the real one is 6.8 GB of CUDA libraries to
     compress and pull back, and its amd64 build from an arm64 default is the dry run's."""
-    from tests.container.test_serve_arm64 import answers, sample
-
     env = {**os.environ, "IMAGE_PREFIX": "byoc-test", "DOCKER_DEFAULT_PLATFORM": "linux/arm64"}
     one_file_image({**os.environ}, "byoc-test-train:v-test", "linux/amd64", tmp_path)
     for argv in (["serve"], ["--no-build", "train"]):
@@ -102,19 +101,12 @@ def test_from_an_arm64_default_it_pushes_what_sagemaker_runs_and_each_pulls_back
     subprocess.run(["docker", "rmi", trained, "byoc-test-train:v-test"], capture_output=True)
 
     remote = f"{registry}/team/byoc-test-serve:v-test"
-    images, pulled = sample(demo_data)[::2], {}
     for architecture in ("amd64", "arm64"):
         subprocess.run(["docker", "rmi", remote], capture_output=True)
         subprocess.run(["docker", "pull", "-q", "--platform", f"linux/{architecture}", remote],
                        check=True, capture_output=True)
         assert image_id(remote) == image_id(f"byoc-test-serve:v-test-{architecture}")
-        pulled[architecture] = answers(remote, demo_job[0] / "model", images)
     subprocess.run(["docker", "rmi", remote], capture_output=True)
-    assert (pulled["amd64"]["machine"], pulled["arm64"]["machine"]) == ("x86_64", "aarch64")
-    expected = answers(serve_image, demo_job[0] / "model", images)
-    for architecture, said in pulled.items():
-        assert said["precision"] == expected["precision"]
-        assert said["alone"] == said["batch"] == expected["alone"], architecture
 
 
 def aws_env(endpoint: str) -> dict:
