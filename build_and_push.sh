@@ -93,6 +93,29 @@ architectures() { if [ "$1" = serve ]; then echo "amd64 arm64"; else echo amd64;
 insecure=()
 case "$registry" in 127.0.0.1[:/]*|localhost[:/]*) insecure=(--insecure) ;; esac
 
+# SageMaker takes Docker's media types only: CreateModel and CreateTrainingJob refuse OCI's
+# ("Unsupported manifest media type application/vnd.oci.image.manifest.v1+json"). What was pushed
+# is read back from the registry and checked. (scripts/platforms.py checks the same before every
+# launch.)
+DOCKER_MANIFEST=application/vnd.docker.distribution.manifest.v2+json
+DOCKER_MANIFEST_LIST=application/vnd.docker.distribution.manifest.list.v2+json
+check_pushed() {  # REFERENCE MEDIA_TYPE
+  [ "$dry_run" = 0 ] || return 0
+  local inspected found
+  inspected=$(docker manifest inspect ${insecure[@]+"${insecure[@]}"} "$1" 2>&1) \
+    || die "cannot read $1 back from the registry: $inspected"
+  found=$(sed -n 's/^[[:space:]]*"mediaType": *"\([^"]*\)".*/\1/p' <<< "$inspected" | sed -n 1p)
+  [ "$found" = "$2" ] || die "$1 is in the registry as ${found:-a manifest without a media type}," \
+    "which SageMaker refuses (it takes $2): BuildKit's provenance attestations make an OCI index;" \
+    "build the image with this script (it turns them off), not with --no-build on an image" \
+    "built elsewhere"
+}
+push() {  # LOCAL_IMAGE REMOTE_REFERENCE
+  run docker tag "$1" "$2"
+  run docker push --quiet "$2"
+  check_pushed "$2" "$DOCKER_MANIFEST"
+}
+
 for target in "${targets[@]}"; do
   read -r -a archs <<< "$(architectures "$target")"
   remote="$registry/$prefix-$target"
@@ -109,20 +132,17 @@ for target in "${targets[@]}"; do
       [ "$built" = "$arch" ] || die "$local_image is $built, and SageMaker runs $target on $arch: build it again (drop --no-build)"
     fi
     if [ ${#archs[@]} = 1 ]; then
-      for remote_tag in "$tag" latest; do
-        run docker tag "$local_image" "$remote:$remote_tag"
-        run docker push --quiet "$remote:$remote_tag"
-      done
+      for remote_tag in "$tag" latest; do push "$local_image" "$remote:$remote_tag"; done
     else
-      run docker tag "$local_image" "$remote:$local_tag"
-      run docker push --quiet "$remote:$local_tag"
+      push "$local_image" "$remote:$local_tag"
     fi
   done
   if [ ${#archs[@]} -gt 1 ]; then  # one tag over every architecture's image
     for remote_tag in "$tag" latest; do
-      run docker manifest create --amend "${insecure[@]}" "$remote:$remote_tag" \
+      run docker manifest create --amend ${insecure[@]+"${insecure[@]}"} "$remote:$remote_tag" \
         $(for arch in "${archs[@]}"; do echo "$remote:$tag-$arch"; done)
-      run docker manifest push --purge "${insecure[@]}" "$remote:$remote_tag"
+      run docker manifest push --purge ${insecure[@]+"${insecure[@]}"} "$remote:$remote_tag"
+      check_pushed "$remote:$remote_tag" "$DOCKER_MANIFEST_LIST"
     done
   fi
   echo "$target: $remote:$tag (${archs[*]})"

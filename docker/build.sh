@@ -55,6 +55,9 @@ if [ -n "$revision" ] && [ -n "$(git status --porcelain --untracked-files=no 2>/
   revision="$revision-dirty"
 fi
 
+source docker/buildkit.sh
+read -r -a buildkit <<< "$(buildkit_options)"
+
 for target in "${targets[@]}"; do
   case "$target" in
     train) dockerfile=docker/train.Dockerfile; stage=() ;;
@@ -63,10 +66,12 @@ for target in "${targets[@]}"; do
     *) echo "unknown target $target: choose train, serve or serve-gpu" >&2; exit 1 ;;
   esac
   image="${prefix}-${target}:${tag}"
-  echo "building $image ($platform) from $dockerfile ${stage[*]}"
+  echo "building $image ($platform) from $dockerfile ${stage[*]:-}"
   # --network host: pip inside the build uses the host's network path (proxies, VPNs).
   args=(--platform "$platform" --build-arg BASE_IMAGE="$base")
   [ -z "${TORCH_INDEX_URL:-}" ] || args+=(--build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL")
   [ "$target" != train ] || args+=(--build-arg GIT_REVISION="$revision")
-  docker build --network host -f "$dockerfile" "${stage[@]}" "${args[@]}" -t "$image" .
+  # ${a[@]+"${a[@]}"}: an empty array, under bash 3.2's set -u (macOS's bash)
+  docker build --network host -f "$dockerfile" ${stage[@]+"${stage[@]}"} "${args[@]}" \
+    ${buildkit[@]+"${buildkit[@]}"} -t "$image" .
 done

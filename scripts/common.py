@@ -21,9 +21,9 @@ from pathlib import Path
 
 import boto3
 
-from scripts.platforms import instance_architecture
+from scripts import platforms
 from train.tracking import encode_tags, managed
-from util.s3 import split_s3_uri
+from util.s3 import S3AccessError, split_s3_uri
 
 LOCAL_ROLE = "arn:aws:iam::111111111111:role/service-role/byoc-local"
 ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/.+")
@@ -173,20 +173,35 @@ def aws_session(region: str | None) -> boto3.Session:
     return boto_session
 
 
+def sso_login(profile: str | None) -> str:
+    """What to say of an IAM Identity Center login that is missing or expired."""
+    name = profile or os.environ.get("AWS_PROFILE") or "default"
+    return (f"your IAM Identity Center (SSO) login for profile {name} is missing or has "
+            f"expired: run `aws sso login --profile {name}`, then try again")
+
+
 def entry_point(main: Callable[[], int]) -> int:
     """What `python -m scripts.X` runs: main, with AWS's set-up errors that only a request can
-    reveal (an expired SSO token, refused keys) as one line that says what to do."""
+    reveal (an SSO login missing or expired, refused keys, a bucket that is not there or not
+    yours) as one line that says what to do."""
     from botocore.exceptions import (ClientError, NoCredentialsError, NoRegionError,
-                                     PartialCredentialsError, TokenRetrievalError)
+                                     PartialCredentialsError, SSOError, TokenRetrievalError)
 
     try:
         return main()
+    except SSOError:  # SSOTokenLoadError (never logged in), UnauthorizedSSOTokenError (expired)
+        raise SystemExit(sso_login(boto3.Session().profile_name)) from None
     except (NoCredentialsError, PartialCredentialsError, TokenRetrievalError) as e:
         raise SystemExit(f"{e}; {NO_CREDENTIALS}") from None
     except NoRegionError:
         raise SystemExit(NO_REGION) from None
-    except ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "")
+    except S3AccessError as e:
+        raise SystemExit(str(e)) from None
+    except Exception as e:
+        # boto3's uploads wrap the request's ClientError in an S3UploadFailedError
+        refused = e if isinstance(e, ClientError) else e.__context__
+        code = (refused.response.get("Error", {}).get("Code", "")
+                if isinstance(refused, ClientError) else "")
         if code not in CREDENTIAL_ERROR_CODES:
             raise
         raise SystemExit(REFUSED_CREDENTIALS.format(code=code)) from None
@@ -310,13 +325,37 @@ def remove_local_containers(*targets: str, image_tag: str = "latest") -> None:
 
 def image_uri(image: str, target: Launch, region: str | None = None) -> str:
     """The local tag for --local, else the image pushed by build_and_push.sh to this account's
-    ECR. image: train, serve or serve-gpu."""
+    ECR, whose host ends in the region's partition's DNS suffix (amazonaws.com.cn in China),
+    as botocore's partition data has it. image: train, serve or serve-gpu."""
     name = f"{os.environ.get('IMAGE_PREFIX', 'byoc')}-{image}:{target.image_tag}"
     if target.local:
         return name
     boto_session = boto3.Session(region_name=region or target.region)
     account = boto_session.client("sts").get_caller_identity()["Account"]
-    return f"{account}.dkr.ecr.{boto_session.region_name}.amazonaws.com/{name}"
+    region = boto_session.region_name
+    return f"{account}.dkr.ecr.{region}.{dns_suffix(region)}/{name}"
+
+
+def dns_suffix(region: str) -> str:
+    """The DNS suffix of region's partition, from botocore's endpoint data: amazonaws.com,
+    amazonaws.com.cn for China's regions, and so on."""
+    from botocore.loaders import create_loader
+    from botocore.regions import EndpointResolver
+
+    resolver = EndpointResolver(create_loader().load_data("endpoints"))
+    return resolver.get_partition_dns_suffix(resolver.get_partition_for_region(region))
+
+
+def pushed_image(image: str, target: Launch, region: str | None = None) -> str:
+    """image_uri, read back from ECR on AWS before any request names it: SystemExit in one line
+    when it is missing, unreadable or of a media type SageMaker refuses (scripts/platforms.py).
+    Deployments read it through sagemaker_model.check_architecture instead, which checks the
+    same and its architecture."""
+    uri = image_uri(image, target, region)
+    if not target.local:
+        platforms.ecr_manifest(uri, boto3.Session(region_name=region or target.region)
+                               .client("ecr"))
+    return uri
 
 
 def unique_name(base: str) -> str:
@@ -410,18 +449,15 @@ def serving_image(gpu: bool) -> str:
     return "serve-gpu" if gpu else "serve"
 
 
-GPU_INSTANCE = re.compile(r"ml\.[gp]\d")  # ml.g4dn.xlarge, ml.g5..., ml.p4d...
-
-
 def instance_type(target: Launch, gpu: bool, on_aws: str) -> str:
     """Local mode's instance type (this machine, with its GPUs or not), or on_aws, which must
     have GPUs when gpu is asked for."""
     if target.local:
         return "local_gpu" if gpu else "local"
-    if gpu and isinstance(on_aws, str) and not GPU_INSTANCE.match(on_aws):
+    if gpu and isinstance(on_aws, str) and not platforms.GPU_INSTANCE.match(on_aws):
         raise SystemExit(f"--gpu on {on_aws}, which has no GPU: choose a GPU --instance-type "
                          "(ml.g4dn.xlarge, ml.g5.xlarge, ...)")
-    if gpu and isinstance(on_aws, str) and instance_architecture(on_aws) == "arm64":
+    if gpu and isinstance(on_aws, str) and platforms.instance_architecture(on_aws) == "arm64":
         raise SystemExit(f"--gpu on {on_aws}, an arm64 instance: the GPU serving image is "
                          "x86_64 (amd64) only; choose ml.g5, ml.g6 or ml.p4d, say")
     return on_aws

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from artifact.content_types import JSONLINES_TYPE
 from artifact.preprocess import FOLDER_MAX_PIXELS, IMAGE_EXTENSIONS, decode_resized
-from scripts import common
+from scripts import common, platforms
 from scripts.sagemaker_model import ModelSource, check_architecture, create_model
 from util.progress import track
 from util.s3 import list_s3, s3_folder, split_s3_uri
@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     sagemaker_session = common.session(target)
     source = ModelSource(model_data=args.model_data, gpu=args.gpu)
     instance_type = common.instance_type(target, args.gpu, args.instance_type)
+    if not target.local:
+        platforms.require_transform_instance(instance_type)
     check_architecture(target, sagemaker_session, source, instance_type)  # before any upload
     s3 = sagemaker_session.boto_session.client("s3") if not target.local else None
     images = list_images(args.images, s3)

@@ -64,6 +64,8 @@ def delete_endpoint(sagemaker_session, name: str, image_tag: str = "latest") -> 
     try:
         config_name = client.describe_endpoint(EndpointName=name)["EndpointConfigName"]
     except ClientError as e:
+        if e.response["Error"]["Code"] != "ValidationException":  # SageMaker's "Could not find"
+            raise
         raise SystemExit(f"no endpoint {name!r}: {e.response['Error']['Message']}") from None
     config = client.describe_endpoint_config(EndpointConfigName=config_name)
     models = [variant["ModelName"] for variant in config["ProductionVariants"]

@@ -134,12 +134,12 @@ def create_pipeline(target: common.Launch, session, spec: MonitorSpec,
     """Upsert the pipeline, schedule it, and add the violations alarm when asked for."""
     from sagemaker.mlops.workflow.triggers import PipelineSchedule
 
+    image = common.pushed_image("train", target, session.boto_region_name)
     model_data, capture = served_model(session, spec.endpoint)
     name = schedule_name(spec.endpoint)
     pipeline = drift_pipeline(
         common.pipeline_session(False, session.boto_region_name), name=name,
-        endpoint=spec.endpoint,
-        image_uri=common.image_uri("train", target, session.boto_region_name),
+        endpoint=spec.endpoint, image_uri=image,
         role=common.role(target), instance_type=spec.instance_type,
         model_data=spec.model_data or model_data,
         capture=f"{capture['DestinationS3Uri'].rstrip('/')}/{spec.endpoint}",
@@ -168,11 +168,11 @@ def create_model_monitor(target: common.Launch, sagemaker_session, spec: Monitor
     from sagemaker.core.model_monitor import (CronExpressionGenerator, EndpointInput, ModelMonitor,
                                               MonitoringOutput)
 
+    image = common.pushed_image("train", target, sagemaker_session.boto_region_name)
     model_data, _ = served_model(sagemaker_session, spec.endpoint)
     model_data = spec.model_data or model_data
     monitor = ModelMonitor(
-        role=common.role(target),
-        image_uri=common.image_uri("train", target, sagemaker_session.boto_region_name),
+        role=common.role(target), image_uri=image,
         instance_count=1, instance_type=spec.instance_type,
         entrypoint=["python", "-m", "monitor.run"],
         # as the SDK's DefaultModelMonitor does with enable_cloudwatch_metrics (its default)

@@ -31,7 +31,7 @@ import json
 import sys
 import time
 
-from scripts import common, sagemaker_train
+from scripts import common, platforms, sagemaker_train
 from scripts.sagemaker_model import serving_container
 from scripts.sagemaker_registry import package_arguments
 
@@ -48,14 +48,14 @@ class RegisteredModel:
 
 
 def register_step_arguments(session, container: dict, group: str, gpu: bool, evaluation_uri,
-                            description: str):
+                            description: str, arm64: bool):
     """The Register step's arguments: CreateModelPackage as the registry script sends it,
     captured by the PipelineSession instead of sent."""
     from sagemaker.core.model_registry import create_model_package_from_containers
 
     session.init_model_step_arguments(RegisteredModel(session))
     create_model_package_from_containers(session, **package_arguments(
-        container, group, gpu, evaluation_uri, description))
+        container, group, gpu, evaluation_uri, description, arm64))
     arguments, session.context = session.context, None
     return arguments
 
@@ -124,6 +124,12 @@ def build(target: common.Launch, session, spec: PipelineSpec, hyperparameters: d
     run_folder = Join(on="/", values=[output, ExecutionVariables.PIPELINE_EXECUTION_ID])
     role = common.role(target)
     region = session.boto_region_name
+    # The pipeline names both images: each is read back from ECR before it is created (the
+    # training image by trainer()); the serving image's architectures say which instances the
+    # registered model supports.
+    arm64 = not target.local and "arm64" in platforms.ecr_architectures(
+        common.image_uri(common.serving_image(resources.gpu), target, region),
+        session.boto_session.client("ecr"))
 
     # trainer() picks the local instance type itself under --local.
     trainer = sagemaker_train.trainer(
@@ -157,7 +163,7 @@ def build(target: common.Launch, session, spec: PipelineSpec, hyperparameters: d
         passed = ModelStep(name="Register", step_args=register_step_arguments(
             session, container, spec.group, resources.gpu,
             Join(on="/", values=[evaluation_folder, "evaluation.json"]),
-            f"pipeline {spec.name}"))
+            f"pipeline {spec.name}", arm64))
     failed = FailStep(name="AccuracyTooLow", error_message=Join(
         on=" ", values=["test top-1", accuracy, "is below AccuracyThreshold", threshold]))
     check = ConditionStep(

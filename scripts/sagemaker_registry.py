@@ -22,13 +22,13 @@ import json
 import sys
 
 from artifact.content_types import JSON_TYPE, REQUEST_TYPES, RESPONSE_TYPES
-from scripts import common
+from scripts import common, platforms
 from scripts.sagemaker_model import APPROVED, PENDING, REJECTED, ModelSource, serving_container
 from train.tracking import mlflow_client
 from util.s3 import split_s3_uri
 
 CPU_INSTANCES = ["ml.c6i.xlarge", "ml.c6i.2xlarge", "ml.c7i.xlarge", "ml.m6i.xlarge",
-                 "ml.c5.xlarge"]
+                 "ml.c5.xlarge"]  # x86: endpoints and batch transform
 GPU_INSTANCES = ["ml.g5.xlarge", "ml.g6.xlarge", "ml.g4dn.xlarge"]
 
 
@@ -40,14 +40,16 @@ def model_metrics(evaluation_uri) -> dict:
 
 
 def package_arguments(container: dict, group, gpu: bool = False, evaluation_uri=None,
-                      description: str | None = None) -> dict:
+                      description: str | None = None, arm64: bool = False) -> dict:
     """SDK v3's create_model_package_from_containers arguments, shared by the register command
     and the pipeline's Register step (where the model data and the evaluation are pipeline
-    properties)."""
+    properties). arm64: the serving image has an arm64 entry, so Graviton's endpoint instances
+    are supported too (batch transform has none)."""
     instances = GPU_INSTANCES if gpu else CPU_INSTANCES
+    endpoints = instances + (platforms.graviton_endpoint_instances() if arm64 else [])
     return dict(
         containers=[container], content_types=list(REQUEST_TYPES),
-        response_types=list(RESPONSE_TYPES), inference_instances=instances,
+        response_types=list(RESPONSE_TYPES), inference_instances=endpoints,
         transform_instances=instances, model_package_group_name=group, approval_status=PENDING,
         description=description,
         model_metrics=model_metrics(evaluation_uri) if evaluation_uri is not None else None,
@@ -62,9 +64,12 @@ def register(target: common.Launch, sagemaker_session, source: ModelSource, grou
 
     container = serving_container(target, source.gpu, common.uri(source.model_data, False),
                                   sagemaker_session.boto_region_name)
+    architectures = platforms.ecr_architectures(  # read back: it must be one SageMaker pulls
+        container["Image"], sagemaker_session.boto_session.client("ecr"))
     package = create_model_package_from_containers(
         sagemaker_session, **package_arguments(container, group, source.gpu, evaluation_uri,
-                                               f"model.tar.gz {source.model_data}"),
+                                               f"model.tar.gz {source.model_data}",
+                                               arm64="arm64" in architectures),
         customer_metadata_properties=run)
     return package["ModelPackageArn"]
 

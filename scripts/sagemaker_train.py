@@ -27,7 +27,7 @@ from debugger import config as debug_config
 from scripts import common
 from train.config import ConfigError, from_hyperparameters
 from train.metrics import METRIC_DEFINITIONS
-from util.s3 import s3_folder, split_s3_uri
+from util.s3 import list_folders
 
 CHANNELS = ("train", "valid", "test")
 REQUIRED = ("train", "valid")
@@ -37,10 +37,7 @@ def channels(data: str, local: bool, s3=None, test: str = "auto") -> dict[str, s
     """The job's channels: each split the folder or S3 prefix holds; test "auto" (when it is
     there), "always" or "never"."""
     if data.startswith("s3://"):
-        bucket, key = split_s3_uri(data)
-        folder = s3_folder(key)
-        listed = s3.list_objects_v2(Bucket=bucket, Prefix=folder, Delimiter="/")
-        found = {p["Prefix"][len(folder):].rstrip("/") for p in listed.get("CommonPrefixes", [])}
+        found = list_folders(s3, data)
         base = data.rstrip("/")
         present = {name: f"{base}/{name}" for name in CHANNELS if name in found}
     else:
@@ -251,7 +248,7 @@ def trainer(target: common.Launch, sagemaker_session, *, output: str, hyperparam
 
     rule_overrides = checked_hyperparameters(hyperparameters).rule_parameters
     spot = resources.spot and not target.local  # spot capacity can be taken back: checkpoints
-    image = common.image_uri("train", target, sagemaker_session.boto_region_name)
+    image = common.pushed_image("train", target, sagemaker_session.boto_region_name)
     settings = dict(
         training_image=image,
         role=common.role(target),

@@ -46,15 +46,20 @@ def mlflow_tracking_uri(uri: str):
             os.environ["MLFLOW_TRACKING_URI"] = before
 
 
+def required(missing: str) -> None:
+    """What a test needs is missing: a skip on a developer's machine, a failure under CI (CI is
+    set), where no test may pass by skipping."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{missing} (CI is set, so the test may not be skipped)")
+    pytest.skip(missing)
+
+
 def rendered_dom(url: str, profile: Path, budget_ms: int = 5000) -> str:
     """The page as a real browser shows it: its DOM once headless Chromium has run its scripts
     for budget_ms of virtual time. CI installs Chromium (.ci/run) and fails without it."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        message = "chromium is not installed (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI renders pages in it")
-        pytest.skip(message)
+        required("chromium is not installed (apt-get install chromium)")
     result = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu",
          f"--virtual-time-budget={budget_ms}", f"--user-data-dir={profile}", "--dump-dom", url],

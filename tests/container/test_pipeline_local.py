@@ -4,7 +4,6 @@ through AWS_ENDPOINT_URL_S3) for the condition, and takes both branches."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import boto3
@@ -12,16 +11,13 @@ import pytest
 
 from scripts import sagemaker_pipeline, upload_data
 from scripts.local_endpoint import free_port
-from tests.conftest import MOTO_REGION, ROOT, moto_environment
+from tests.conftest import MOTO_REGION, ROOT, moto_environment, required
 
 
 @pytest.fixture
 def local_s3(moto_url, monkeypatch, train_image, serve_image, demo_data):
     if shutil.which("docker-compose") is None:
-        message = "SageMaker local mode needs docker-compose (apt-get install docker-compose)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        required("SageMaker local mode needs docker-compose (apt-get install docker-compose)")
     environment = moto_environment(moto_url)
     environment["AWS_ENDPOINT_URL_S3"] = environment.pop("AWS_ENDPOINT_URL")  # S3 only
     for key, value in {**environment, "IMAGE_PREFIX": "byoc-test",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -17,7 +16,7 @@ from scripts import (common, sagemaker_batch_transform, sagemaker_cleanup, sagem
                      sagemaker_invoke, sagemaker_train)
 from scripts.local_endpoint import free_port
 from scripts.sagemaker_model import ModelSource
-from tests.conftest import ROOT
+from tests.conftest import ROOT, required
 
 
 def our_containers() -> list[str]:
@@ -33,10 +32,7 @@ def our_containers() -> list[str]:
 @pytest.fixture
 def local_mode(monkeypatch, train_image, serve_image):
     if shutil.which("docker-compose") is None:
-        message = "SageMaker local mode needs docker-compose (apt-get install docker-compose)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        required("SageMaker local mode needs docker-compose (apt-get install docker-compose)")
     monkeypatch.setenv("IMAGE_PREFIX", "byoc-test")
     monkeypatch.setenv("PORT", str(free_port()))
     assert our_containers() == []

@@ -34,12 +34,14 @@ def test_upload_refuses_a_folder_without_splits(aws, tmp_path):
 
 
 class Sent(dict):
-    """Requests by operation name; answers: stand-in responses (or functions of the request) for
-    APIs moto does not have. Model Monitor's and inference components': an endpoint has no
-    schedules and no components unless a test says so."""
+    """Requests by operation name; services: the operations sent to each service, in order;
+    answers: stand-in responses (or functions of the request) for APIs moto does not have.
+    Model Monitor's and inference components': an endpoint has no schedules and no components
+    unless a test says so."""
 
     def __init__(self):
         super().__init__()
+        self.services: dict[str, list[str]] = {}
         self.answers: dict[str, dict | Callable[[dict], dict]] = {
             "ListMonitoringSchedules": {"MonitoringScheduleSummaries": []},
             "ListInferenceComponents": {"InferenceComponents": []}}
@@ -60,6 +62,7 @@ def sent(monkeypatch) -> Sent:
     def recording_call(client, operation_name, params):
         calls.setdefault(operation_name, []).append(params)
         service = client.meta.service_model.service_name
+        calls.services.setdefault(service, []).append(operation_name)
         answer = calls.answers.get(f"{service}:{operation_name}")  # another service's stand-in
         if answer is None and service == "sagemaker":
             answer = calls.answers.get(operation_name)  # an API moto lacks: a stand-in
@@ -72,7 +75,9 @@ def sent(monkeypatch) -> Sent:
             return response
 
         def before_call(**kwargs):  # validated and serialized by now
-            return AWSResponse("", 200, {}, None), answer(params) if callable(answer) else answer
+            parsed = answer(params) if callable(answer) else answer
+            # an answer with an Error is a refusal: botocore raises its modelled exception
+            return AWSResponse("", 400 if "Error" in parsed else 200, {}, None), parsed
 
         event = (f"before-call.{client.meta.service_model.service_id.hyphenize()}."
                  f"{operation_name}")
@@ -96,8 +101,9 @@ def digest(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-def push_image(aws, repository: str, architectures: tuple[str, ...], listed: bool = True) -> None:
-    """repository:latest in moto's ECR as a push leaves it: a manifest list of one image per
+def push_image(aws, repository: str, architectures: tuple[str, ...], listed: bool = True,
+               tag: str = "latest") -> None:
+    """repository:tag in moto's ECR as a push leaves it: a manifest list of one image per
     architecture (build_and_push.sh's CPU serving image), or one image (listed=False) whose
     configuration blob, which says its architecture, is kept in s3://ecr-layers for
     GetDownloadUrlForLayer's stand-in (moto stores no layers)."""
@@ -125,19 +131,55 @@ def push_image(aws, repository: str, architectures: tuple[str, ...], listed: boo
         [(_, image)] = images
         manifest = image.decode()
     try:
-        ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag="latest")
+        ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag=tag)
+    except ecr.exceptions.ImageAlreadyExistsException:
+        pass
+
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def push_as_buildkit_does(aws, repository: str, tag: str) -> None:
+    """repository:tag as Docker Desktop's BuildKit pushes an image with its default provenance
+    attestation: an OCI index of the image's OCI manifest and an unknown/unknown attestation
+    manifest that refers to it."""
+    ecr = aws.client("ecr")
+    if repository not in {r["repositoryName"] for r in ecr.describe_repositories()["repositories"]}:
+        ecr.create_repository(repositoryName=repository)
+    image = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json", "size": 2,
+        "digest": digest(b"{}")}, "layers": []}).encode()
+    attestation = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json", "size": 2,
+        "digest": digest(b"{}")}, "layers": [{
+            "mediaType": "application/vnd.in-toto+json", "size": 2, "digest": digest(b"[]"),
+            "annotations": {"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"}}]
+    }).encode()
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": digest(image), "size": len(image),
+         "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": OCI_MANIFEST, "digest": digest(attestation), "size": len(attestation),
+         "annotations": {"vnd.docker.reference.digest": digest(image),
+                         "vnd.docker.reference.type": "attestation-manifest"},
+         "platform": {"architecture": "unknown", "os": "unknown"}}]})
+    try:
+        ecr.put_image(repositoryName=repository, imageManifest=index, imageTag=tag,
+                      imageManifestMediaType=OCI_INDEX)
     except ecr.exceptions.ImageAlreadyExistsException:
         pass
 
 
 @pytest.fixture(autouse=True)
 def serving_images(aws, sent):
-    """The serving images as build_and_push.sh pushes them: byoc-serve for amd64 and arm64,
-    byoc-serve-gpu for amd64 alone; ECR's GetDownloadUrlForLayer (moto lacks it) answers a
+    """The images as build_and_push.sh pushes them: byoc-serve for amd64 and arm64,
+    byoc-serve-gpu and byoc-train for amd64 alone; ECR's GetDownloadUrlForLayer (moto lacks it) answers a
     presigned URL of moto's S3."""
     s3 = aws.client("s3")
     push_image(aws, "byoc-serve", ("amd64", "arm64"))
     push_image(aws, "byoc-serve-gpu", ("amd64",), listed=False)
+    for tag in ("latest", "v1"):
+        push_image(aws, "byoc-train", ("amd64",), listed=False, tag=tag)
     sent.answers["ecr:GetDownloadUrlForLayer"] = lambda params: {
         "layerDigest": params["layerDigest"], "downloadUrl": s3.generate_presigned_url(
             "get_object", Params={"Bucket": "ecr-layers", "Key": params["layerDigest"]})}
@@ -547,6 +589,51 @@ def test_register_list_approve_and_deploy_a_version(aws, sent, capsys):
     assert len(sent["UpdateModelPackage"]) == 1  # nothing approved behind the user's back
     sagemaker_registry.main(["--role", ROLE, "reject", arn, "--note", "worse on new breeds"])
     assert sent["UpdateModelPackage"][-1]["ModelApprovalStatus"] == "Rejected"
+
+
+@pytest.mark.parametrize("architectures", [("amd64", "arm64"), ("amd64",)])
+def test_a_version_supports_gravitons_endpoints_when_its_image_has_arm64(aws, sent, capsys,
+                                                                         architectures):
+    """The registered model's endpoint instance types are x86's, and, when the serving image
+    has an arm64 entry, every arm64 CPU type botocore's ProductionVariantInstanceType lists
+    (ml.c7g, ml.m6g, ...); its batch transform types stay x86, which is all batch transform
+    runs on."""
+    from scripts import platforms, sagemaker_registry
+
+    push_image(aws, "byoc-serve", architectures, tag="graviton")
+    assert sagemaker_registry.main([
+        "--role", ROLE, "--image-tag", "graviton", "register", "--group", "dogs-graviton",
+        "--model-data", MODEL_DATA]) == 0
+    spec = sent["CreateModelPackage"][-1]["InferenceSpecification"]
+    endpoints = spec["SupportedRealtimeInferenceInstanceTypes"]
+    botocores = {t for t in platforms.offered("ProductionVariantInstanceType")
+                 if platforms.instance_architecture(t) == "arm64"}
+    graviton = {t for t in endpoints if platforms.instance_architecture(t) == "arm64"}
+    if "arm64" in architectures:
+        assert {"ml.c7g.xlarge", "ml.m6g.large", "ml.r8g.medium"} <= graviton <= botocores
+        assert graviton == {t for t in botocores if not t.startswith("ml.p")}  # not Grace GPUs
+    else:
+        assert graviton == set()
+    assert "ml.c5.xlarge" in endpoints
+    assert all(platforms.instance_architecture(t) == "amd64"
+               for t in spec["SupportedTransformInstanceTypes"])
+
+
+@pytest.mark.parametrize("instance_type, says", [
+    ("ml.c7g.xlarge", "batch transform does not run on ml.c7g.xlarge: its instances are x86 "
+                      "only (botocore's TransformInstanceType lists no arm64 type)"),
+    ("ml.c9.huge", "batch transform does not offer ml.c9.huge (botocore's "
+                   "TransformInstanceType)")])
+def test_batch_transform_on_an_instance_it_does_not_offer_stops_before_anything(
+        aws, sent, instance_type, says):
+    from scripts import sagemaker_batch_transform
+
+    with pytest.raises(SystemExit) as ended:
+        sagemaker_batch_transform.main([
+            "--model-data", MODEL_DATA, "--images", "s3://data/dogs", "--output",
+            "s3://data/transform", "--role", ROLE, "--instance-type", instance_type])
+    assert str(ended.value).startswith(says)
+    assert not {"BatchGetImage", "PutObject", "CreateModel", "CreateTransformJob"} & set(sent)
 
 
 def test_pipeline_definition_as_sagemaker_receives_it(aws, sent, capsys):
@@ -1044,6 +1131,126 @@ def test_a_model_packages_image_and_a_batch_transforms_are_checked_too(aws, sent
             "--model-data", MODEL_DATA, "--images", "s3://data/dogs", "--output",
             "s3://data/transform", "--role", ROLE])
     assert not set(MADE) & set(sent) and "PutObject" not in sent  # nothing uploaded
+
+
+OCI_REFUSED = ("image 123456789012.dkr.ecr.eu-west-1.amazonaws.com/byoc-{image}:oci is in ECR "
+               "as application/vnd.oci.image.index.v1+json, which SageMaker refuses "
+               "(\"Unsupported manifest media type\"; it takes Docker's): a BuildKit build with "
+               "its default attestations pushes that; push it again with ./build_and_push.sh "
+               "{image}, which pushes Docker's media types")
+EVERY_REQUEST_WITH_AN_IMAGE = {
+    "train": ("sagemaker_train", ["--data", "s3://data/dogs", "--output", "s3://data/runs",
+                                  "--role", ROLE, "--no-wait", "--image-tag", "oci"], "train"),
+    "tune": ("sagemaker_tune", ["--data", "s3://data/dogs", "--output", "s3://data/tuning",
+                                "--role", ROLE, "--no-wait", "--image-tag", "oci"], "train"),
+    "pipeline": ("sagemaker_pipeline", ["--role", ROLE, "--image-tag", "oci", "upsert", "--data",
+                                        "s3://data/dogs", "--output", "s3://data/pipeline"],
+                 "serve"),
+    "drift monitor": ("sagemaker_monitor", ["--role", ROLE, "--image-tag", "oci", "create",
+                                            "--endpoint-name", "dogs", "--output",
+                                            "s3://data/monitoring"], "train"),
+    "model monitor": ("sagemaker_monitor", ["--role", ROLE, "--image-tag", "oci", "create",
+                                            "--endpoint-name", "dogs", "--output",
+                                            "s3://data/monitoring", "--model-monitor"], "train"),
+    "registry": ("sagemaker_registry", ["--role", ROLE, "--image-tag", "oci", "register",
+                                        "--group", "dogs-oci", "--model-data", MODEL_DATA],
+                 "serve"),
+    "batch transform": ("sagemaker_batch_transform", [
+        "--model-data", MODEL_DATA, "--images", "s3://data/dogs", "--output",
+        "s3://data/transform", "--role", ROLE, "--image-tag", "oci"], "serve"),
+    **{f"deploy {mode}": ("sagemaker_deploy", ["--model-data", MODEL_DATA, "--role", ROLE,
+                                               "--image-tag", "oci", *flags], image)
+       for mode, flags, image in (
+           ("real-time", [], "serve"), ("serverless", ["--serverless"], "serve"),
+           ("async", ["--async-output", "s3://data/async"], "serve"),
+           ("inference component", ["--inference-component", "c"], "serve"),
+           ("gpu", ["--gpu", "--instance-type", "ml.g5.xlarge"], "serve-gpu"))},
+    "deploy multi-model": ("sagemaker_deploy", ["--multi-model", "s3://data/models/", "--role",
+                                                ROLE, "--image-tag", "oci"], "serve"),
+}
+
+
+@pytest.mark.parametrize("request_kind", EVERY_REQUEST_WITH_AN_IMAGE)
+def test_an_image_pushed_with_oci_media_types_is_refused_before_any_sagemaker_call(
+        aws, sent, request_kind):
+    """The image as Docker Desktop's BuildKit pushes it by default (an OCI index with an
+    attestation manifest), in each script that names an image in a request: one line that
+    names the image, its media type and the command that pushes it right; no request to
+    SageMaker, which would refuse it ("Unsupported manifest media type")."""
+    import importlib
+
+    script, argv, image = EVERY_REQUEST_WITH_AN_IMAGE[request_kind]
+    push_as_buildkit_does(aws, f"byoc-{image}", "oci")
+    for other in {"train", "serve", "serve-gpu"} - {image}:  # the others are Docker's
+        push_image(aws, f"byoc-{other}", ("amd64", "arm64") if other == "serve" else ("amd64",),
+                   listed=other == "serve", tag="oci")
+    sent.clear()
+    sent.services.clear()
+    with pytest.raises(SystemExit) as refused:
+        importlib.import_module(f"scripts.{script}").main(argv)
+    assert str(refused.value) == OCI_REFUSED.format(image=image)
+    assert "sagemaker" not in sent.services, sent.services
+
+
+def test_images_in_chinas_regions_are_named_with_that_partitions_host(aws):
+    """ECR's hosts end in amazonaws.com.cn there, as build_and_push.sh pushes to them."""
+    assert common.image_uri("serve", common.Launch(region="cn-north-1")) == (
+        f"{ACCOUNT}.dkr.ecr.cn-north-1.amazonaws.com.cn/byoc-serve:latest")
+
+
+def refused(code: str, message: str = "refused") -> dict:
+    return {"Error": {"Code": code, "Message": message}}
+
+
+GPU_IMAGE = f"image {REGISTRY}/byoc-serve-gpu:latest"
+ECR_CASES = {
+    "a repository never pushed to": (
+        {}, ["--image-tag", "latest"], f"image {REGISTRY}/never-serve:latest: ECR has no "
+        f"repository never-serve in account {ACCOUNT} ({REGION}): push the image with "
+        "./build_and_push.sh serve"),
+    "a tag never pushed": (
+        {}, ["--image-tag", "v9"], f"image {REGISTRY}/byoc-serve:v9 is not in ECR "
+        "(Requested image not found): push it with ./build_and_push.sh serve"),
+    "ECR refusing the caller": (
+        {"ecr:BatchGetImage": refused("AccessDeniedException", "not authorized")}, [],
+        f"image {REGISTRY}/byoc-serve:latest: ECR refused to read it (AccessDeniedException: "
+        "not authorized): the credentials you launch with need ecr:BatchGetImage and "
+        "ecr:GetDownloadUrlForLayer on byoc-serve"),
+    "the layer download refused": (
+        {"ecr:GetDownloadUrlForLayer": refused("AccessDeniedException", "not authorized")},
+        ["--gpu", "--instance-type", "ml.g5.xlarge"],
+        f"{GPU_IMAGE}: its configuration, which says its architecture, could not be read from "
+        "ECR (AccessDeniedException: not authorized): the credentials you launch with need "
+        "ecr:GetDownloadUrlForLayer on byoc-serve-gpu, and this machine must reach ECR's S3 "
+        "download URLs"),
+    "the layer's URL unreachable": (
+        {"ecr:GetDownloadUrlForLayer": lambda params: {
+            "layerDigest": params["layerDigest"], "downloadUrl": "http://127.0.0.1:9/layer"}},
+        ["--gpu", "--instance-type", "ml.g5.xlarge"],
+        f"{GPU_IMAGE}: its configuration, which says its architecture, could not be read from "
+        "ECR (URLError: <urlopen error [Errno 111] Connection refused>): the credentials you "
+        "launch with need ecr:GetDownloadUrlForLayer on byoc-serve-gpu, and this machine must "
+        "reach ECR's S3 download URLs"),
+}
+
+
+@pytest.mark.parametrize("case", ECR_CASES)
+@pytest.mark.parametrize("script", ["sagemaker_deploy", "sagemaker_batch_transform"])
+def test_an_image_ecr_cannot_give_is_one_line_before_any_model_is_made(aws, sent, monkeypatch,
+                                                                       script, case):
+    import importlib
+
+    answers, flags, says = ECR_CASES[case]
+    if case == "a repository never pushed to":
+        monkeypatch.setenv("IMAGE_PREFIX", "never")
+    sent.answers.update(answers)
+    argv = ["--model-data", MODEL_DATA, "--role", ROLE, *flags]
+    if script == "sagemaker_batch_transform":
+        argv += ["--images", "s3://data/dogs", "--output", "s3://data/transform"]
+    with pytest.raises(SystemExit) as ended:
+        importlib.import_module(f"scripts.{script}").main(argv)
+    assert str(ended.value) == says
+    assert not set(MADE) & set(sent) and "PutObject" not in sent
 
 
 def test_the_closed_services_are_refused_for_tuning_jobs(aws, sent, capsys):
