@@ -8,6 +8,12 @@ name), and never reads or writes another job's. The checkpoint holds everything 
 continue exactly where training stopped, mid-epoch included: model, optimizer, scheduler, scaler,
 epoch, position in the epoch, partial sums, history, RNG states, and the job's name and
 hyperparameters, checked on load. It is loaded with weights_only=True: tensors and plain data.
+
+A spot restart gets back only what the checkpoint prefix holds: its /opt/ml/output (the
+TensorBoard record included) and /opt/ml/model start empty. So the record's event files, which
+the rules, the report and the MLflow rule counts are judged from, travel beside the checkpoint
+(<job>/record/), copied with each save, and come back into the empty output folder before the
+resumed job writes on (debugger/record.py then drops what came after the checkpoint's step).
 """
 from __future__ import annotations
 
@@ -15,15 +21,20 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from debugger.record import EVENT_FILE_PATTERN
+
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 TRACKING_RUN_FILE = "mlflow_run_id"  # beside the checkpoint, synced with it
+RECORD_FOLDER = "record"  # the TensorBoard record's event files, as they were at the save
+FINISHED_FILE = "finished"  # the job ran to its end: no restart of it will come
 LOCAL_JOB = "local-run"  # the job name outside SageMaker (no TRAINING_JOB_NAME)
 
 
@@ -86,10 +97,35 @@ class JobCheckpoints:
         os.replace(tmp, self.path)
         return self.path
 
-    def load(self) -> dict | None:
+    def keep_record(self, record_dir: Path) -> None:
+        """A copy of the record's event files (written up to the checkpoint's step) beside it;
+        each replaces its copy atomically."""
+        kept = self.directory / RECORD_FOLDER
+        kept.mkdir(parents=True, exist_ok=True)
+        for path in record_dir.glob(EVENT_FILE_PATTERN):
+            tmp = kept / f".{path.name}.tmp"
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, kept / path.name)
+
+    def restore_record(self, record_dir: Path) -> list[str]:
+        """The kept event files that record_dir lacks (a spot restart's output folder is
+        empty), copied back into it; their names. A folder that has them (a local rerun) keeps
+        its own, which hold the same steps and more."""
+        kept = self.directory / RECORD_FOLDER
+        missing = [p for p in sorted(kept.glob(EVENT_FILE_PATTERN))
+                   if not (record_dir / p.name).exists()]
+        if missing:
+            record_dir.mkdir(parents=True, exist_ok=True)
+        for path in missing:
+            shutil.copyfile(path, record_dir / path.name)
+        return [p.name for p in missing]
+
+    def load(self, tensors: bool = True) -> dict | None:
+        """The checkpoint; tensors=False: memory-mapped, its tensors left unread (its settings
+        are read in a moment, whatever the model's size)."""
         if not self.path.is_file():
             return None
-        return torch.load(self.path, map_location="cpu", weights_only=True)
+        return torch.load(self.path, map_location="cpu", weights_only=True, mmap=not tensors)
 
     def tracking_run(self) -> str | None:
         """The MLflow run this job records itself in (train/tracking.py), kept beside its
@@ -100,6 +136,22 @@ class JobCheckpoints:
     def keep_tracking_run(self, run_id: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / TRACKING_RUN_FILE).write_text(run_id + "\n")
+
+    def mark_finished(self) -> None:
+        """The job ran to its end: a later job of the same name (a local rerun in the same
+        folder) is a new job, not a restart of this one."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / FINISHED_FILE).write_text("the job finished\n")
+
+    def finished(self) -> bool:
+        return (self.directory / FINISHED_FILE).is_file()
+
+    def start_afresh(self) -> None:
+        """Remove a finished job's checkpoint, its MLflow run's id and its record: what is
+        left of a job that will not be restarted."""
+        for name in (CHECKPOINT_FILE, TRACKING_RUN_FILE, FINISHED_FILE):
+            (self.directory / name).unlink(missing_ok=True)
+        shutil.rmtree(self.directory / RECORD_FOLDER, ignore_errors=True)
 
     def other_jobs(self) -> list[str]:
         """Checkpoints under root that belong to other jobs (a shared prefix syncs them here)."""

@@ -8,7 +8,7 @@ MLFLOW_RUN_NAME or after the job:
     metrics    each epoch's figures (the #metrics line's) and each rule's issue count, by epoch;
                the test figures
     tags       the job, the training image, the instance type and count, the channels, the git
-               revision the image was built from (and BYOC_MLFLOW_TAGS, key=value,...)
+               revision the image was built from (and BYOC_MLFLOW_TAGS: encode_tags)
     artifacts  evaluation.json, rule_report.json, training_report.html, confusion_matrix.png,
                manifest.json, and where the model went
     model      the model as an MLflow pyfunc (train/mlflow_model.py) that answers as the CPU
@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 log = logging.getLogger(__name__)
 DEFAULT_EXPERIMENT = "byoc-image-classifier"
@@ -100,8 +101,10 @@ def experiment_id(client) -> str:
 
 
 def encode_tags(tags: dict[str, str]) -> str:
-    """BYOC_MLFLOW_TAGS's value: key=value,key=value (run_tags reads it)."""
-    return ",".join(f"{key}={value}" for key, value in tags.items())
+    """BYOC_MLFLOW_TAGS's value: key=value,key=value, each percent-encoded (a study named
+    `dogs,v2` keeps its comma); run_tags reads it."""
+    return ",".join(f"{quote(key, safe='')}={quote(value, safe='')}"
+                    for key, value in tags.items())
 
 
 def run_tags(job: str) -> dict[str, str]:
@@ -114,7 +117,7 @@ def run_tags(job: str) -> dict[str, str]:
             "channels": ",".join(sorted(json.loads(os.environ.get("SM_CHANNELS", "[]"))))}
     for pair in filter(None, os.environ.get("BYOC_MLFLOW_TAGS", "").split(",")):
         key, _, value = pair.partition("=")
-        tags[key.strip()] = value.strip()
+        tags[unquote(key.strip())] = unquote(value.strip())
     return {key: value for key, value in tags.items() if value}
 
 
@@ -129,6 +132,7 @@ class Tracker:
         self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._logged_epochs: set[int] = set()
+        self._logged_params: dict[str, str] = {}  # a continued run's: MLflow sets each once
 
     # The start: opening (or continuing) the run
 
@@ -165,6 +169,7 @@ class Tracker:
             client.update_run(run_id, status="RUNNING")
             self._logged_epochs = {m.step for m in client.get_metric_history(run_id, "valid_acc")}
             run = client.get_run(run_id)
+            self._logged_params = dict(run.data.params)
             log.info("MLflow: continuing run %s: %s", run_id,
                      run_page(self.uri, run.info.experiment_id, run_id))
         else:
@@ -178,10 +183,20 @@ class Tracker:
         on_run(run_id)
 
     def _log_params(self, params: dict) -> None:
+        """The params the run does not have yet. A continued run keeps those it has: MLflow
+        refuses to change a param, and a restart may differ only where training does not
+        (log_every_steps, say: train.train refuses the rest before the run is reopened)."""
         from mlflow.entities import Param
 
-        values = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()]
-        self._client().log_batch(self.run_id, params=values)
+        values = {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()}
+        changed = {k: v for k, v in values.items()
+                   if k in self._logged_params and self._logged_params[k] != v}
+        if changed:
+            log.info("MLflow: the continued run keeps its params; changed since: %s",
+                     ", ".join(f"{k} {self._logged_params[k]} -> {v}" for k, v in changed.items()))
+        new = [Param(k, v) for k, v in values.items() if k not in self._logged_params]
+        if new:
+            self._client().log_batch(self.run_id, params=new)
 
     # What the job hands over, as it goes
 

@@ -306,10 +306,14 @@ def load_data(config: TrainConfig, ctx: distributed.Context, splits: dict[str, S
         sampler = ShardedSampler(len(dataset), rank, world, shuffle, config.seed,
                                  equal_shards=shuffle)
         drop_last = shuffle and len(sampler) > config.batch_size  # no 1-image BatchNorm batches
+        # Each iterator draws its workers' base seed from this generator, not from the global
+        # stream the augmentations and dropout draw from: a job resumed mid-epoch makes a new
+        # iterator, and would otherwise draw once more than the job left alone.
         return torch.utils.data.DataLoader(
             dataset, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
             pin_memory=ctx.device.type == "cuda", drop_last=drop_last,
             persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(config.seed * 1_000_033 + rank),
         )
 
     evaluation = eval_transform(config.image_size)
@@ -373,6 +377,8 @@ def setup(config: TrainConfig, paths: Paths, ctx: distributed.Context, data: Dat
 
 
 def save_checkpoint(training: Training) -> None:
+    """The checkpoint, and beside it the record as written up to its step (a spot restart
+    gets nothing else back)."""
     t = training
     if t.ctx.is_main:
         t.checkpoints.save({
@@ -381,6 +387,26 @@ def save_checkpoint(training: Training) -> None:
             "state": vars(t.progress), "rng": checkpoint.rng_state(), "classes": t.classes,
             "architecture": t.config.architecture, "config": vars(t.config),
         })
+        t.recorder.profile(*t.profiler.drain())  # the steps since the epoch began, on SIGTERM
+        t.recorder.flush()
+        t.checkpoints.keep_record(t.paths.tensorboard_dir)
+
+
+def refuse_other_settings(where: checkpoint.JobCheckpoints, saved: dict, config: TrainConfig,
+                          classes: list[str] | None = None) -> None:
+    """ConfigError when the job's checkpoint was saved with other training hyperparameters
+    (or, given classes, other classes) than this run's: resuming it would not train what was
+    asked."""
+    changed = {k: (saved["config"].get(k), v) for k, v in vars(config).items()
+               if k not in NOT_TRAINING and saved["config"].get(k) != v}
+    other_classes = classes is not None and saved["classes"] != classes
+    if changed or other_classes:
+        what = (", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+                or f"classes {len(saved['classes'])} -> {len(classes)}")
+        raise ConfigError(
+            f"{where.path} is a checkpoint of job {saved.get('job')!r} with other settings "
+            f"({what}): resuming it would not train what was asked. Delete it, or give this run "
+            "another job name (TRAINING_JOB_NAME) or checkpoint location")
 
 
 def resume(training: Training) -> bool:
@@ -394,15 +420,7 @@ def resume(training: Training) -> bool:
     saved = where.load()
     if saved is None:
         return False
-    changed = {k: (saved["config"].get(k), v) for k, v in vars(t.config).items()
-               if k not in NOT_TRAINING and saved["config"].get(k) != v}
-    if saved["classes"] != t.classes or changed:
-        what = (", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
-                or f"classes {len(saved['classes'])} -> {len(t.classes)}")
-        raise ConfigError(
-            f"{where.path} is a checkpoint of job {saved.get('job')!r} with other settings "
-            f"({what}): resuming it would not train what was asked. Delete it, or give this run "
-            "another job name (TRAINING_JOB_NAME) or checkpoint location")
+    refuse_other_settings(where, saved, t.config, t.classes)
     for name in ("model", "optimizer", "scheduler", "scaler"):
         getattr(t, name).load_state_dict(saved[name])
     t.progress = TrainingState(**saved["state"])
@@ -410,6 +428,11 @@ def resume(training: Training) -> bool:
         checkpoint.set_rng_state(saved["rng"])
     log.info("resumed from %s at epoch %d (+%d images)", where.directory, t.progress.epoch + 1,
              t.progress.consumed)
+    if t.ctx.is_main:
+        restored = where.restore_record(t.paths.tensorboard_dir)
+        if restored:
+            log.info("record: the steps before the checkpoint restored into %s (%s)",
+                     t.paths.tensorboard_dir, ", ".join(restored))
     return True
 
 
@@ -439,6 +462,7 @@ def run(config: TrainConfig, paths: Paths, ctx: distributed.Context,
              training.progress.best_epoch)
     metrics = write_outputs(training)
     tracker.finish(metrics, paths.output_data_dir, paths.model_dir, model_location(paths))
+    training.checkpoints.mark_finished()
     return metrics
 
 
@@ -616,6 +640,14 @@ def main(argv: list[str] | None = None) -> int:
         config = from_hyperparameters(values)
         log.info("hyperparameters: %s", json.dumps(vars(config)))
         checkpoints = checkpoint.JobCheckpoints(paths.checkpoint_dir, checkpoint.job_name())
+        if ctx.is_main and checkpoints.finished():
+            log.info("%s holds the checkpoint of a job %s that finished: this one trains afresh, "
+                     "in a run of its own", checkpoints.directory, checkpoints.job)
+            checkpoints.start_afresh()
+        ctx.barrier()  # the other ranks resume nothing of it either
+        saved = checkpoints.load(tensors=False)
+        if saved is not None:  # before its MLflow run is reopened, which a refusal would fail
+            refuse_other_settings(checkpoints, saved, config)
         tracker.start(vars(config), checkpoints.tracking_run(), config.mlflow_required,
                       on_run=checkpoints.keep_tracking_run)
         run(config, paths, ctx, tracker)

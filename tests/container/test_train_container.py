@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -184,3 +185,75 @@ def test_the_rules_fire_on_broken_training_in_the_container(train_image, demo_da
     assert "the training loss became" in (job / "output" / "failure").read_text()
     verdicts = {v["rule"]: v for v in json.loads((job / "output/data/rule_report.json").read_text())}
     assert verdicts["exploding_tensor"]["status"] == "IssuesFound"
+
+
+def test_a_spot_restart_as_sagemaker_restores_it_has_the_record_verdicts_and_report_of_a_job_left_alone(
+        train_image, demo_data, tmp_path):
+    """A spot interruption as SageMaker makes it: `docker stop` (SIGTERM) during epoch 3. The
+    restart is a new container of the same job name whose /opt/ml/output and /opt/ml/model
+    are empty: only the checkpoint prefix comes back. Its verdicts, rule counts, report and
+    record (read over both containers' files, as the job's TensorBoard S3 prefix holds them)
+    are those of the same job left alone; wall-clock figures need only be there."""
+    from debugger.rules import RULE_FUNCTIONS
+    from tests.unit.test_debugger import as_the_prefix_holds, assert_the_same_record_and_verdicts
+
+    hyperparameters = {**TINY, "epochs": "4", "record_interval": "5", "profiler_interval": "0.1"}
+
+    def job(name: str, job_name: str, checkpoints=None, detach=False, container=None):
+        folder = tmp_path / name
+        prepare_job(folder, demo_data, hyperparameters)
+        command = docker_command(train_image, folder, demo_data, job_name=job_name,
+                                 checkpoints=checkpoints, detach=detach, name=container)
+        return folder, command
+
+    def finished(folder) -> tuple[dict, str]:
+        report = json.loads((folder / "output/data/rule_report.json").read_text())
+        return {v["rule"]: {k: x for k, x in v.items() if k != "stopped_training"}
+                for v in report}, (folder / "output/data/training_report.html").read_text()
+
+    alone, command = job("alone", "byoc-alone")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    alone_log = result.stdout + result.stderr
+    alone_verdicts, alone_report = finished(alone)
+
+    prefix, container = tmp_path / "checkpoint-prefix", f"byoc-test-{uuid.uuid4().hex[:8]}"
+    first, command = job("first", "byoc-spot", prefix, detach=True, container=container)
+    subprocess.run(command, check=True, capture_output=True)
+    try:
+        deadline = time.time() + 300
+        while "epoch 3 step 5/" not in docker_logs(container):
+            assert time.time() < deadline, "training never reached epoch 3"
+            time.sleep(0.2)
+        subprocess.run(["docker", "stop", "-t", "120", container], check=True,
+                       capture_output=True)
+        stopped_log = docker_logs(container)
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+    assert "stopped by SIGTERM during epoch 3" in (first / "output" / "failure").read_text()
+    assert not (first / "output/data/history.json").exists(), stopped_log[-3000:]  # it stopped
+
+    second, command = job("second", "byoc-spot", prefix)  # a new /opt/ml: output, model empty
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "resumed from /opt/ml/checkpoints/byoc-spot at epoch 3" in log
+    assert "record: the steps before the checkpoint restored" in log
+    verdicts, report = finished(second)
+    record = as_the_prefix_holds(first / "output/tensorboard", second / "output/tensorboard",
+                                 into=tmp_path / "tensorboard-prefix")
+    assert_the_same_record_and_verdicts(record, verdicts, alone / "output/tensorboard",
+                                        alone_verdicts)
+    def last_counts(text: str) -> str:  # the rules' issue counts, as the job's end logs them
+        return [line for line in text.splitlines() if "#metrics issues_" in line][-1].split(
+            "#metrics ")[1]
+
+    assert last_counts(log) == last_counts(alone_log)
+
+    def tensor_rule_rows(html: str) -> list[str]:  # the report's table of the tensor rules
+        return [row for row in re.findall(r'<tr class="[^"]*"><td>\w+</td>.*?</tr>', html)
+                if re.search(r"<td>(\w+)</td>", row)[1] in RULE_FUNCTIONS]
+
+    assert tensor_rule_rows(report) == tensor_rule_rows(alone_report)
+    assert len(tensor_rule_rows(report)) == len(RULE_FUNCTIONS)
+    assert "<tr><td>epochs run</td><td>4</td></tr>" in report

@@ -4,10 +4,12 @@ the profiler's bottleneck rules, and the HTML report rendered by a real browser.
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,7 +33,15 @@ def hook_config(path, local_path, intervals: dict) -> str:
     return str(path)
 
 
-def run(data, root, intervals=None, **overrides):
+def training_command(data, root, checkpoints=None, **values) -> list[str]:
+    """train.train into root/out (SageMaker's /opt/ml), its checkpoints there or in
+    checkpoints (the prefix SageMaker syncs)."""
+    return [sys.executable, "-m", "train.train", "--data-dir", str(data), "--output-root",
+            str(root / "out"), "--cache-dir", str(root / "cache"),
+            *(["--checkpoint-dir", str(checkpoints)] if checkpoints else []), *tiny_args(**values)]
+
+
+def run(data, root, intervals=None, checkpoints=None, **overrides):
     """train.train; with intervals, also the smdebug hook configured as SageMaker does it
     (SMDEBUG_CONFIG_FILE_PATH). Returns (result, verdicts by rule from rule_report.json)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -41,8 +51,7 @@ def run(data, root, intervals=None, **overrides):
         env["SMDEBUG_CONFIG_FILE_PATH"] = hook_config(root / "debughookconfig.json",
                                                       root / "tensors", intervals)
         values.setdefault("debugger", "strict")
-    cmd = [sys.executable, "-m", "train.train", "--data-dir", str(data), "--output-root",
-           str(root / "out"), "--cache-dir", str(root / "cache"), *tiny_args(**values)]
+    cmd = training_command(data, root, checkpoints, **values)
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     report = root / "out" / "output" / "data" / "rule_report.json"
     verdicts = {v["rule"]: v for v in json.loads(report.read_text())} if report.is_file() else {}
@@ -266,49 +275,71 @@ def test_an_fp16_run_that_diverges_still_fires_exploding_tensor(twenty_per_class
     assert verdicts["exploding_tensor"]["status"] == ISSUES, verdicts["exploding_tensor"]
 
 
-def test_a_run_killed_mid_epoch_and_resumed_has_the_record_and_verdicts_of_one_left_alone(
-        twenty_per_class, tmp_path):
-    """A spot interruption as SIGKILL: the job resumes from its last epoch's checkpoint and
-    writes again the steps after it. Training on the CPU repeats bit for bit, so the resumed
-    record must read as the record of the run left alone: each step once, the same losses and
-    learning rates, the same verdicts of the tensor rules (the profiler's rules judge time and
-    memory, which no two runs share). The system samples go on after the restart."""
+# The record's tags that are wall-clock figures: present after a restart, never the same.
+WALL_CLOCK = ("system/", "step/wait_s", "step/compute_s")
+
+
+def as_the_prefix_holds(*record_dirs, into):
+    """The record as SageMaker's TensorBoard S3 prefix holds it after a restart: each
+    container's files, uploaded as they were written, the later container's over the earlier's
+    where their names are the same (the files it restored from the checkpoint)."""
+    into.mkdir(parents=True)
+    for folder in record_dirs:
+        for path in folder.glob("events.out.tfevents.*"):
+            shutil.copyfile(path, into / path.name)
+    return into
+
+
+def assert_the_same_record_and_verdicts(record_dir, verdicts, alone_dir, alone_verdicts):
+    """Each tensor rule's verdict, with the counts it judged (in its why), and each scalar
+    tag's steps and values but the wall-clock ones, as TensorBoard's reader gives them."""
     from debugger.rules import RULE_FUNCTIONS, TensorBoardRecord
 
+    assert {r: verdicts[r] for r in RULE_FUNCTIONS} == {r: alone_verdicts[r] for r in RULE_FUNCTIONS}
+    assert set(verdicts) == set(alone_verdicts)  # the profiler's rules judged too
+    record, alone = TensorBoardRecord(record_dir), TensorBoardRecord(alone_dir)
+    assert set(record.scalar_tags) == set(alone.scalar_tags)
+    for tag in alone.scalar_tags:
+        if tag.startswith(WALL_CLOCK):
+            continue
+        got, want = record.scalars(tag), alone.scalars(tag)
+        assert [step for step, _ in got] == [step for step, _ in want], tag
+        assert np.allclose([v for _, v in got], [v for _, v in want], rtol=0, atol=1e-6), tag
+
+
+def test_a_run_killed_mid_epoch_and_restarted_as_sagemaker_restarts_it_has_the_record_and_verdicts_of_one_left_alone(
+        twenty_per_class, tmp_path):
+    """A spot interruption as SIGKILL, mid-epoch. SageMaker's restart gets back the checkpoint
+    prefix alone: a fresh output folder, no record. The job resumes from its last epoch's
+    checkpoint, the record before it comes back with it, and the steps after it are written
+    again. Training on the CPU repeats bit for bit, so the record SageMaker's prefix holds reads
+    as the run left alone's, and the rules judge as they judged it."""
     settings = {"epochs": 3, "record_interval": RECORD_INTERVAL, "log_every_steps": 1,
                 "profiler_interval": 0.1,
                 "rule_parameters": json.dumps({"class_imbalance": {"samples": 120}})}
     result, alone = run(twenty_per_class, tmp_path / "alone", **settings)
     assert result.returncode == 0, result.stdout[-3000:]
 
-    root = tmp_path / "killed"
-    root.mkdir()
-    cmd = [sys.executable, "-m", "train.train", "--data-dir", str(twenty_per_class),
-           "--output-root", str(root / "out"), "--cache-dir", str(root / "cache"),
-           *tiny_args(**settings)]
-    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+    checkpoints = tmp_path / "checkpoints"
+    first = subprocess.Popen(
+        training_command(twenty_per_class, tmp_path / "first", checkpoints, **settings), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(first, "epoch 2 step 4/")
     first.kill()
     first.communicate(timeout=60)
-    _, resumed = run(twenty_per_class, root, **settings)
-    folder = root / "out" / "output" / "tensorboard"
-    assert len(list(folder.glob("events.out.tfevents.*"))) == 2  # the interrupted run's and one
-
-    def series(record_dir, tag):
-        return TensorBoardRecord(record_dir).scalars(tag)
-
-    record = TensorBoardRecord(folder)
-    for tag in record.scalar_tags:
-        if not tag.startswith("system/"):
-            steps = [step for step, _ in record.scalars(tag)]
-            assert len(steps) == len(set(steps)), f"{tag} holds a step twice: {steps}"
-    left_alone = tmp_path / "alone" / "out" / "output" / "tensorboard"
-    for tag in ("loss/train", "lr", "loss/valid_pass", "epoch/valid_acc"):
-        assert series(folder, tag) == series(left_alone, tag), tag
-    assert {r: resumed[r] for r in RULE_FUNCTIONS} == {r: alone[r] for r in RULE_FUNCTIONS}
-    samples = [step for step, _ in record.scalars("system/cpu_percent")]
-    assert samples == sorted(samples) and samples[-1] > 7  # on past the restart
+    assert not (tmp_path / "first/out/output/data/rule_report.json").exists()  # it was killed
+    result, resumed = run(twenty_per_class, tmp_path / "second", checkpoints=checkpoints,
+                          **settings)
+    assert result.returncode == 0 and "resumed from" in result.stdout, result.stdout[-3000:]
+    assert "record: the steps before the checkpoint restored into" in result.stdout
+    prefix = as_the_prefix_holds(tmp_path / "first/out/output/tensorboard",
+                                 tmp_path / "second/out/output/tensorboard",
+                                 into=tmp_path / "prefix")
+    assert_the_same_record_and_verdicts(prefix, resumed,
+                                        tmp_path / "alone/out/output/tensorboard", alone)
+    # and the restarted job judged what its own folder holds: the same
+    assert_the_same_record_and_verdicts(tmp_path / "second/out/output/tensorboard", resumed,
+                                        tmp_path / "alone/out/output/tensorboard", alone)
 
 
 def test_an_enormous_learning_rate_fires_exploding_tensor(twenty_per_class, tmp_path):

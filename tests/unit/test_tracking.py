@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -56,11 +57,15 @@ def test_a_job_records_its_run_and_a_model_that_answers_as_the_server(server, sm
                                                                       tmp_path):
     from mlflow import MlflowClient
 
+    from train.tracking import encode_tags
+
     out = tmp_path / "run"
+    # the launchers' tags, values with the encoding's own separators among them
+    extra_tags = {"team": "vision", "study": "dogs,v2", "note": "a=b, 100%"}
     result = subprocess.run(train_cmd(small_data, out, epochs=3), cwd=ROOT, text=True,
                             capture_output=True, timeout=900,
                             env=tracked(server, "shapes", "job-recorded",
-                                        BYOC_MLFLOW_TAGS="team=vision"))
+                                        BYOC_MLFLOW_TAGS=encode_tags(extra_tags)))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "resolving request headers" not in result.stdout + result.stderr  # sagemaker-mlflow
     [run] = runs_of(server, "shapes")
@@ -71,8 +76,8 @@ def test_a_job_records_its_run_and_a_model_that_answers_as_the_server(server, sm
     assert params["label_smoothing"] == "0.1"  # a default, as resolved
     assert params["hidden_units"] == "[16]"
     tags = run.data.tags
-    assert (tags["job"], tags["instance_type"], tags["team"]) == ("job-recorded", "local",
-                                                                  "vision")
+    assert (tags["job"], tags["instance_type"]) == ("job-recorded", "local")
+    assert {key: tags.get(key) for key in extra_tags} == extra_tags
     assert tags["model_location"] == str(out / "model")
     history = json.loads((out / "output" / "data" / "history.json").read_text())
     for key in ("valid_acc", "train_loss", "valid_best_acc"):
@@ -123,27 +128,52 @@ def test_a_server_gone_mid_training_costs_nothing_but_tracking(small_data, tmp_p
     assert log.count("cannot be reached or refused") == 1, log[-3000:]
 
 
-def test_a_restarted_job_continues_its_run_with_each_epoch_once(server, small_data, tmp_path):
-    """A spot interruption as SIGKILL mid-epoch, then the same job again: one run."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_restarted_job_continues_its_run_with_each_epoch_once(server, small_data, tmp_path,
+                                                                sig):
+    """A spot interruption mid-epoch (SIGTERM: the run ends KILLED; SIGKILL: it stays as it
+    was), then the same job again: one run, FINISHED, each epoch once. The same job name once
+    more, after it finished: a new job, in a run of its own."""
     from mlflow import MlflowClient
 
     out = tmp_path / "run"
     cmd = train_cmd(small_data, out, epochs=4, batch_size=4)
-    env = tracked(server, "restarted", "job-restarted")
+    experiment = f"restarted-{sig.name}"
+    env = tracked(server, experiment, "job-restarted")
     first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     wait_for(first, "epoch 3 step 2/")
-    first.kill()
-    first.communicate(timeout=60)
-    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=900)
+    first.send_signal(sig)
+    first.communicate(timeout=120)
+    [stopped] = runs_of(server, experiment)
+    assert stopped.info.status == ("KILLED" if sig == signal.SIGTERM else "RUNNING")
+    # The same job asked to train otherwise is refused before its run is touched.
+    other = subprocess.run(train_cmd(small_data, out, epochs=4, batch_size=4, lr=0.01),
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert other.returncode == 1 and "lr 0.003 -> 0.01" in other.stdout
+    [run] = runs_of(server, experiment)
+    assert (run.info.status, run.data.tags) == (stopped.info.status, stopped.data.tags)
+    # A restart may differ where training does not: the run keeps its params, and records on.
+    second = subprocess.run(train_cmd(small_data, out, epochs=4, batch_size=4,
+                                      log_every_steps=2), cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:]
     assert "MLflow: continuing run" in second.stdout
-    [run] = runs_of(server, "restarted")
-    assert run.info.status == "FINISHED"
+    assert "changed since: log_every_steps 1 -> 2" in second.stdout
+    [run] = runs_of(server, experiment)
+    assert run.info.status == "FINISHED" and run.data.params["log_every_steps"] == "1"
     steps = [m.step for m in MlflowClient(server).get_metric_history(run.info.run_id,
                                                                      "valid_acc")]
     assert steps == [1, 2, 3, 4]
+
+    third = subprocess.run(train_cmd(small_data, out, epochs=1, batch_size=4), cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=900)
+    assert third.returncode == 0, third.stdout[-3000:]
+    assert "MLflow: continuing run" not in third.stdout
+    runs = {r.info.run_id: r for r in runs_of(server, experiment)}
+    [new] = set(runs) - {run.info.run_id}
+    assert runs[new].info.status == runs[run.info.run_id].info.status == "FINISHED"
+    assert [m.step for m in MlflowClient(server).get_metric_history(new, "valid_acc")] == [1]
 
 
 def test_a_failed_job_is_a_failed_run_with_its_reason(server, small_data, tmp_path):

@@ -208,16 +208,30 @@ def test_a_killed_run_resumes_without_repeating_an_epoch(small_data, tmp_path, s
 
 def test_a_checkpoint_of_the_same_job_with_other_hyperparameters_is_not_resumed(small_data,
                                                                                 tmp_path):
-    """A rerun in the same folder (the same job name) asking for another lr must not continue
-    the old run and call it the new one: it fails, naming what differs, and keeps the checkpoint."""
+    """A rerun of an unfinished job in the same folder (the same job name) asking for another lr
+    must not continue the old run and call it the new one: it fails, naming what differs, and
+    keeps the checkpoint. Once the job has finished, the same rerun is a new job: it trains
+    afresh, and says so."""
     out = tmp_path / "run"
-    assert run_training(small_data, out, epochs=1).returncode == 0
+    first = subprocess.Popen(train_cmd(small_data, out, epochs=2, log_every_steps=1), cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(first, "epoch 2 step 1/")
+    first.kill()
+    first.communicate(timeout=60)
     checkpoint = (out / "checkpoints" / "local-run" / "checkpoint.pt").read_bytes()
-    second = run_training(small_data, out, epochs=1, lr=0.01, log_every_steps=5)
+    second = run_training(small_data, out, epochs=2, lr=0.01, log_every_steps=5)
     assert second.returncode == 1
     failure = (out / "output" / "failure").read_text().splitlines()[0]
     assert "lr 0.003 -> 0.01" in failure and "log_every_steps" not in failure, failure
     assert (out / "checkpoints" / "local-run" / "checkpoint.pt").read_bytes() == checkpoint
+
+    finished = run_training(small_data, out, epochs=2, log_every_steps=1)
+    assert finished.returncode == 0 and "resumed from" in finished.stdout, finished.stdout[-3000:]
+    again = run_training(small_data, out, epochs=1, lr=0.01)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "that finished: this one trains afresh" in again.stdout
+    assert "resumed from" not in again.stdout
+    assert [h["epoch"] for h in json.loads((out / "output/data/history.json").read_text())] == [1]
 
 
 def distributed_cmd(data, out, **overrides):
